@@ -1,0 +1,210 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createRequire } from "node:module";
+import type { Exercise } from "../catalog/types.ts";
+import type { LabConfig } from "../config.ts";
+import { usageError } from "../errors.ts";
+import { deleteKafkaResources } from "../kit/kafka.ts";
+import { deleteRabbitResources } from "../kit/rabbit.ts";
+import { newSeed } from "../kit/rng.ts";
+import { LAB_ROOT } from "../paths.ts";
+import type { ChildConfig } from "./child.ts";
+import type { ChildMessage, ResourceKind } from "./protocol.ts";
+import { overallStatus, RESULT_VERSION, type CheckResult, type RunResult } from "./result.ts";
+
+export interface GradeOptions {
+  config: LabConfig;
+  seed?: number | undefined;
+  /** Overrides the exercise's hard timeout, in ms. */
+  timeoutMs?: number | undefined;
+  only?: string[] | undefined;
+}
+
+const CHILD = join(LAB_ROOT, "src", "grading", "child.ts");
+const HOOKS = join(LAB_ROOT, "src", "grading", "register-hooks.mjs");
+const TSX = createRequire(import.meta.url).resolve("tsx");
+const OUTPUT_TAIL = 4000;
+
+/**
+ * Grades one submission against one exercise in a child process with a hard timeout.
+ * Always resolves to a result: crashes, hangs and broken files become `error` results,
+ * and whatever the run created on the brokers is deleted afterwards.
+ */
+export async function gradeSubmission(exercise: Exercise, submissionPath: string, opts: GradeOptions): Promise<RunResult> {
+  const submission = resolve(submissionPath);
+  if (!existsSync(submission) || !statSync(submission).isFile()) {
+    throw usageError(`There is no file at ${submission}. Pass the path of your .ts file to --file.`);
+  }
+  const seed = opts.seed ?? newSeed();
+  const runId = randomBytes(4).toString("hex");
+  const tmpRoot = join(tmpdir(), `msglab-${runId}`);
+  mkdirSync(tmpRoot, { recursive: true });
+  const timeoutMs = opts.timeoutMs ?? exercise.timeoutMs;
+  const started = performance.now();
+  const childConfig: ChildConfig = {
+    exercise: exercise.id,
+    brokers: exercise.brokers,
+    graderPath: exercise.graderPath,
+    submissionPath: submission,
+    seed,
+    amqpUrl: opts.config.amqpUrl,
+    kafkaBrokers: opts.config.kafkaBrokers,
+    runId,
+    tmpRoot,
+    deadline: Date.now() + timeoutMs,
+    only: opts.only ?? null,
+  };
+
+  const messages: ChildMessage[] = [];
+  let output = "";
+  const child = spawn(process.execPath, ["--import", TSX, "--import", HOOKS, CHILD], {
+    cwd: tmpRoot,
+    // Its own process group: on a timeout the whole tree goes, including anything it spawned.
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe", "pipe"],
+    env: {
+      ...process.env,
+      MSGLAB_CHILD: "1",
+      MSGLAB_CHILD_CONFIG: JSON.stringify(childConfig),
+      KAFKAJS_NO_PARTITIONER_WARNING: "1",
+      NODE_OPTIONS: "",
+    },
+  });
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-OUTPUT_TAIL);
+  };
+  child.stdout!.on("data", keep);
+  child.stderr!.on("data", keep);
+  let pending = "";
+  (child.stdio[3] as NodeJS.ReadableStream).on("data", (chunk: Buffer) => {
+    pending += chunk.toString();
+    let nl: number;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      try {
+        messages.push(JSON.parse(line) as ChildMessage);
+      } catch {
+        // Only the child writes fd 3; a torn line means it died mid-write.
+      }
+    }
+  });
+
+  let timedOut = false;
+  const killGroup = () => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup();
+  }, timeoutMs);
+  // If the CLI itself is interrupted, the grading tree must not outlive it.
+  const onSignal = () => killGroup();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => {
+    child.once("close", (code, signal) => done({ code, signal }));
+  });
+  clearTimeout(timer);
+  killGroup(); // stray grandchildren of a finished child
+  process.off("SIGINT", onSignal);
+  process.off("SIGTERM", onSignal);
+
+  await cleanupLeftovers(messages, opts.config);
+  rmSync(tmpRoot, { recursive: true, force: true });
+
+  const { checks, message } = interpret(messages, { timedOut, timeoutMs, exit, output });
+  const status = overallStatus(checks);
+  return {
+    version: RESULT_VERSION,
+    exercise: exercise.id,
+    submission,
+    status,
+    message: message ?? summary(checks),
+    seed,
+    score: checks.filter((c) => c.status === "pass").length,
+    maxScore: checks.length,
+    durationMs: Math.round(performance.now() - started),
+    checks,
+    output: output.trim() ? output.trim() : null,
+  };
+}
+
+function summary(checks: CheckResult[]): string {
+  const passed = checks.filter((c) => c.status === "pass").length;
+  return `${passed}/${checks.length} checks passed`;
+}
+
+/** Turns the child's messages and its exit into per-check results, in the grader's order. */
+export function interpret(
+  messages: ChildMessage[],
+  run: { timedOut: boolean; timeoutMs: number; exit: { code: number | null; signal: NodeJS.Signals | null }; output: string },
+): { checks: CheckResult[]; message: string | null } {
+  const plan = messages.find((m) => m.type === "plan")?.checks ?? [];
+  const ended = new Map<string, CheckResult>();
+  let running: string | null = null;
+  for (const m of messages) {
+    if (m.type === "check-start") running = m.name;
+    if (m.type === "check-end") {
+      ended.set(m.result.name, m.result);
+      running = null;
+    }
+  }
+  const abort = messages.find((m) => m.type === "abort");
+  const exitCalled = messages.find((m) => m.type === "exit-called");
+  const done = messages.some((m) => m.type === "done");
+
+  let message: string | null = null;
+  if (abort) message = abort.message;
+  else if (exitCalled) {
+    message = `Your code called process.exit(${exitCalled.code})${exitCalled.during ? ` during "${exitCalled.during}"` : " while loading"}, which ends the grader too. Remove the call: return or throw instead.`;
+  } else if (run.timedOut) {
+    message = `Grading timed out after ${run.timeoutMs} ms${running ? ` during "${running}"` : ""}: something never returns (a busy loop, or a promise that never settles). Find the loop or the missing resolve; \`--timeout\` raises the limit.`;
+  } else if (!done) {
+    const how = run.exit.signal ? `was killed by ${run.exit.signal}` : `exited with code ${run.exit.code}`;
+    const tail = lastLines(run.output, 6);
+    message = `The grading process ${how}${running ? ` during "${running}"` : ""} before it finished.${tail ? ` Last output:\n${tail}` : ""}`;
+  }
+
+  if (message && plan.length === 0) {
+    return { checks: [{ name: "load submission", status: "error", message, hint: null, durationMs: 0 }], message };
+  }
+  const checks = plan.map<CheckResult>((name) => {
+    const r = ended.get(name);
+    if (r) return r;
+    return {
+      name,
+      status: "error",
+      message: name === running || !message ? message ?? "This check did not run." : `Not run: ${firstLine(message)}`,
+      hint: null,
+      durationMs: 0,
+    };
+  });
+  return { checks, message };
+}
+
+function firstLine(s: string): string {
+  return s.split("\n")[0]!;
+}
+
+function lastLines(s: string, n: number): string {
+  return s.trim().split("\n").slice(-n).join("\n");
+}
+
+/** Deletes what the child announced but did not report as released (it died, or timed out). */
+async function cleanupLeftovers(messages: ChildMessage[], config: LabConfig): Promise<void> {
+  const released = new Set(messages.filter((m) => m.type === "released").map((m) => `${m.kind}:${m.name}`));
+  const left: { kind: ResourceKind; name: string }[] = [];
+  for (const m of messages) {
+    if (m.type === "resource" && !released.has(`${m.kind}:${m.name}`)) left.push({ kind: m.kind, name: m.name });
+  }
+  if (left.length === 0) return;
+  await Promise.allSettled([deleteRabbitResources(config.amqpUrl, left), deleteKafkaResources(config.kafkaBrokers, left)]);
+}

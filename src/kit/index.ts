@@ -1,0 +1,9 @@
+/** The grader kit: what every grader imports. */
+export { defineGrader } from "./grader.ts";
+export type { Check, CheckContext, ExportSpec, Grader } from "./grader.ts";
+export { CheckFailure, LabError, fail } from "./fail.ts";
+export { createRng, type Rng } from "./rng.ts";
+export { Namespace } from "./names.ts";
+export { RabbitKit } from "./rabbit.ts";
+export { KafkaKit } from "./kafka.ts";
+export { describe as describeValue } from "./describe.ts";
