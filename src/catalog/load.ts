@@ -37,31 +37,9 @@ export function loadCourse(root = EXERCISES_DIR, solutions = SOLUTIONS_DIR): Exe
   }
   const seen = new Set<string>();
   const course = (dirs as string[]).map((dir, i) => {
-    const exerciseDir = join(root, dir);
-    const file = join(exerciseDir, "exercise.json");
-    const { meta, errors } = validateMeta(readJson(file));
-    const where = relative(LAB_ROOT, file);
-    if (!meta) throw new MsglabError(`${where}: ${errors.join("; ")}`);
-    const [topicDir, slug] = dir.split("/") as [string, string];
-    if (meta.id !== slug) throw new MsglabError(`${where}: "id" is "${meta.id}" but the folder is "${slug}"; make them match.`);
-    if (topicDir.slice(3) !== meta.topic) {
-      throw new MsglabError(`${where}: "topic" is "${meta.topic}" but the folder is "${topicDir}"; make them match.`);
-    }
-    if (seen.has(meta.id)) throw new MsglabError(`${relative(LAB_ROOT, courseFile)} lists "${meta.id}" twice.`);
-    seen.add(meta.id);
-    const ex: Exercise = {
-      ...meta,
-      order: i + 1,
-      dir,
-      exerciseDir,
-      scaffoldPath: join(exerciseDir, meta.entry),
-      solutionPath: join(solutions, dir, meta.entry),
-      graderPath: join(exerciseDir, "grader.ts"),
-      briefPath: join(exerciseDir, "README.md"),
-    };
-    for (const [field, path] of [["entry", ex.scaffoldPath], ["entry (solution)", ex.solutionPath], ["grader", ex.graderPath], ["brief", ex.briefPath]] as const) {
-      if (!existsSync(path)) throw new MsglabError(`${where}: "${field}" points at ${relative(LAB_ROOT, path)}, which does not exist.`);
-    }
+    const ex = loadExercise(dir, i + 1, root, solutions);
+    if (seen.has(ex.id)) throw new MsglabError(`${relative(LAB_ROOT, courseFile)} lists "${ex.id}" twice.`);
+    seen.add(ex.id);
     return ex;
   });
   if (root === EXERCISES_DIR) cached = course;
@@ -74,6 +52,35 @@ export function findExercise(id: string, course = loadCourse()): Exercise {
     const near = course.filter((e) => e.id.includes(id) || id.includes(e.id)).map((e) => e.id);
     const also = near.length ? ` Did you mean ${near.join(", ")}?` : "";
     throw usageError(`There is no exercise "${id}".${also} Run \`msglab list\` to see them all.`);
+  }
+  return ex;
+}
+
+/** Loads and validates one exercise folder ("02-rabbitmq/priority-queue"). */
+export function loadExercise(dir: string, order: number, root = EXERCISES_DIR, solutions = SOLUTIONS_DIR): Exercise {
+  const exerciseDir = join(root, dir);
+  const file = join(exerciseDir, "exercise.json");
+  const { meta, errors } = validateMeta(readJson(file));
+  const where = relative(LAB_ROOT, file);
+  if (!meta) throw new MsglabError(`${where}: ${errors.join("; ")}`);
+  const [topicDir, slug] = dir.split("/") as [string, string];
+  if (meta.id !== slug) throw new MsglabError(`${where}: "id" is "${meta.id}" but the folder is "${slug}"; make them match.`);
+  if (topicDir.slice(3) !== meta.topic) {
+    throw new MsglabError(`${where}: "topic" is "${meta.topic}" but the folder is "${topicDir}"; make them match.`);
+  }
+  const ex: Exercise = {
+    ...meta,
+    order,
+    dir,
+    exerciseDir,
+    scaffoldPath: join(exerciseDir, meta.entry),
+    solutionPath: join(solutions, dir, meta.entry),
+    graderPath: join(exerciseDir, "grader.ts"),
+    briefPath: join(exerciseDir, "README.md"),
+  };
+  const required = [["entry", ex.scaffoldPath], ["entry (solution)", ex.solutionPath], ["grader", ex.graderPath], ["brief", ex.briefPath]] as const;
+  for (const [field, path] of required) {
+    if (!existsSync(path)) throw new MsglabError(`${where}: "${field}" points at ${relative(LAB_ROOT, path)}, which does not exist.`);
   }
   return ex;
 }
