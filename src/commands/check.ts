@@ -1,0 +1,70 @@
+import { existsSync, writeFileSync } from "node:fs";
+import { loadCourse } from "../catalog/load.ts";
+import type { Exercise } from "../catalog/types.ts";
+import { loadConfig } from "../config.ts";
+import { usageError } from "../errors.ts";
+import { gradeSubmission } from "../grading/engine.ts";
+import type { RunResult } from "../grading/result.ts";
+import { learnerFile } from "../workspace/copies.ts";
+import { parseSeed, parseTimeout, type GradeFlags } from "./grade-common.ts";
+
+export type Reporter = "pretty" | "json" | "junit";
+
+export interface CheckOptions extends GradeFlags {
+  solutions?: boolean;
+  reporter?: string;
+  out?: string;
+}
+
+/**
+ * Grades every started exercise (or, with --solutions, every reference) one after another.
+ * One exercise's error never stops the others: each run is its own child process.
+ */
+export async function check(opts: CheckOptions): Promise<number> {
+  const reporter = (opts.reporter ?? "pretty") as Reporter;
+  if (!["pretty", "json", "junit"].includes(reporter)) throw usageError(`--reporter must be pretty, json or junit (got "${opts.reporter}").`);
+  const config = loadConfig(opts);
+  const seed = parseSeed(opts.seed);
+  const timeoutMs = parseTimeout(opts.timeout);
+  const course = loadCourse();
+  const targets: { ex: Exercise; file: string }[] = opts.solutions
+    ? course.map((ex) => ({ ex, file: ex.solutionPath }))
+    : course.map((ex) => ({ ex, file: learnerFile(config.workspace, ex) })).filter((t) => existsSync(t.file));
+  const ui = reporter === "pretty" ? await import("../ui/output.ts") : null;
+  if (targets.length === 0) {
+    ui?.printLine(`Nothing to check yet: no exercise has been started in ${config.workspace}. Start one with \`msglab run <id>\`.`);
+    return 0;
+  }
+
+  const results: RunResult[] = [];
+  const started = performance.now();
+  for (const { ex, file } of targets) {
+    const result = await gradeSubmission(ex, file, { config, seed, timeoutMs });
+    results.push(result);
+    if (ui) ui.printLine(ui.formatResult(result) + "\n");
+  }
+  if (!opts.solutions) {
+    const { ProgressStore } = await import("../workspace/progress.ts");
+    const store = await ProgressStore.open(config.workspace);
+    try {
+      for (const r of results) store.recordResult(r);
+    } finally {
+      store.close();
+    }
+  }
+
+  let text: string | null = null;
+  if (reporter === "json") text = (await import("../grading/reporters/json.ts")).toJson(results);
+  if (reporter === "junit") text = (await import("../grading/reporters/junit.ts")).toJUnit(results);
+  if (text !== null) {
+    if (opts.out) writeFileSync(opts.out, text);
+    else process.stdout.write(text);
+  }
+  const passed = results.filter((r) => r.status === "pass").length;
+  if (ui) {
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    const line = `${passed}/${results.length} exercises passed in ${secs} s`;
+    ui.printLine(passed === results.length ? ui.style.ok(line) : ui.style.bad(line));
+  }
+  return passed === results.length ? 0 : 1;
+}

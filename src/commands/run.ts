@@ -1,0 +1,65 @@
+import { readFileSync } from "node:fs";
+import { findExercise } from "../catalog/load.ts";
+import { loadConfig } from "../config.ts";
+import { gradeSubmission } from "../grading/engine.ts";
+import type { RunResult } from "../grading/result.ts";
+import { ensureLearnerCopy, learnerFile } from "../workspace/copies.ts";
+import { parseSeed, parseTimeout, type GradeFlags } from "./grade-common.ts";
+
+export interface RunOptions extends GradeFlags {
+  file?: string;
+  json?: boolean;
+  watch?: boolean;
+}
+
+/**
+ * Grades one exercise. Without --file it grades the learner's copy in the workspace (made
+ * from the scaffold on first run) and records the result; with --file it grades that file
+ * and records nothing, which is how instructors and CI use it.
+ */
+export async function run(id: string, opts: RunOptions): Promise<number> {
+  const config = loadConfig(opts);
+  const ex = findExercise(id);
+  const seed = parseSeed(opts.seed);
+  const timeoutMs = parseTimeout(opts.timeout);
+  const ui = opts.json ? null : await import("../ui/output.ts");
+
+  let file = opts.file;
+  if (!file) {
+    file = learnerFile(config.workspace, ex);
+    const created = ensureLearnerCopy(config.workspace, ex);
+    if (ui && created) {
+      ui.printLine(readFileSync(ex.briefPath, "utf8").trim());
+      ui.printLine();
+      ui.printLine(ui.style.ok(`Your copy is ready: ${file}`));
+      ui.printLine(ui.style.dim("Edit it, then run this command again (or add --watch to re-grade on save)."));
+      ui.printLine();
+    }
+  }
+
+  const gradeOnce = async (): Promise<RunResult> => {
+    if (ui) ui.printLine(ui.style.dim(`grading ${ex.id} …`));
+    const result = await gradeSubmission(ex, file, { config, seed, timeoutMs });
+    if (!opts.file) {
+      const { ProgressStore } = await import("../workspace/progress.ts");
+      const store = await ProgressStore.open(config.workspace);
+      try {
+        store.recordResult(result);
+      } finally {
+        store.close();
+      }
+    }
+    if (ui) {
+      ui.printLine(ui.formatResult(result));
+      if (result.status === "pass" && !opts.file) ui.printLine(ui.style.ok(`\nWell done. Next: \`msglab list\`, or \`msglab quiz ${ex.id}\` to check the concepts.`));
+      else if (result.status === "fail") ui.printLine(ui.style.dim(`\nStuck? \`msglab hint ${ex.id}\` shows the next hint.`));
+    } else process.stdout.write(JSON.stringify(result, null, 2) + "\n");
+    return result;
+  };
+
+  const first = await gradeOnce();
+  if (!opts.watch) return first.status === "pass" ? 0 : 1;
+  const { watchFile } = await import("../workspace/watch.ts");
+  await watchFile(file, gradeOnce);
+  return 0;
+}

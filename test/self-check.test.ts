@@ -1,0 +1,55 @@
+/**
+ * The course's own proof, for every exercise in the course list: the reference passes, the
+ * untouched scaffold fails, and every mutant in test/mutants/<slug>/ fails on the checks it
+ * targets. A grader that passes a wrong solution is the worst bug this project can have.
+ */
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { loadCourse } from "../src/catalog/load.ts";
+import { loadConfig } from "../src/config.ts";
+import { gradeSubmission } from "../src/grading/engine.ts";
+import type { RunResult } from "../src/grading/result.ts";
+import { mutantsOf } from "./support/mutants.ts";
+
+const config = loadConfig();
+
+function explain(r: RunResult): string {
+  return r.checks.map((c) => `${c.status} ${c.name}${c.message ? `: ${c.message}` : ""}`).join("\n") + `\n(seed ${r.seed})`;
+}
+
+for (const ex of loadCourse()) {
+  describe(ex.id, () => {
+    it("the reference solution passes", async () => {
+      const r = await gradeSubmission(ex, ex.solutionPath, { config });
+      expect(r.status, explain(r)).toBe("pass");
+      expect(r.score).toBe(r.maxScore);
+    });
+
+    it("the untouched scaffold fails (not errors) and carries TODO markers", async () => {
+      expect(readFileSync(ex.scaffoldPath, "utf8")).toMatch(/\/\/ TODO/);
+      const r = await gradeSubmission(ex, ex.scaffoldPath, { config });
+      expect(r.status, explain(r)).toBe("fail");
+    });
+
+    const mutants = mutantsOf(ex.id);
+    it("has at least three mutants, each naming the checks it targets", () => {
+      expect(mutants.length).toBeGreaterThanOrEqual(3);
+      for (const m of mutants) {
+        expect(m.models, `${m.file} needs a "// Mutant: …" line`).not.toBe("");
+        expect(m.targets.length, `${m.file} needs a "// @targets <check>" line`).toBeGreaterThan(0);
+      }
+    });
+
+    for (const m of mutants) {
+      it(`rejects mutant ${m.name}: ${m.models}`, async () => {
+        const r = await gradeSubmission(ex, m.file, { config });
+        expect(r.status, explain(r)).toBe("fail");
+        for (const target of m.targets) {
+          const c = r.checks.find((x) => x.name === target);
+          expect(c, `${m.name} targets "${target}", which is not a check of ${ex.id}`).toBeDefined();
+          expect(c!.status, `${m.name} must fail "${target}"\n${explain(r)}`).toBe("fail");
+        }
+      });
+    }
+  });
+}
