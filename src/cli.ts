@@ -41,7 +41,8 @@ gradeFlags(
     .description("show the brief, create your copy from the scaffold if needed, and grade it")
     .option("--file <path>", "grade this file instead of your workspace copy")
     .option("--json", "print the result as JSON")
-    .option("--watch", "grade again on every save"),
+    .option("--watch", "grade again on every save")
+    .option("--repeat <n>", "grade n times with different seeds and report passed k/n"),
 ).action((id: string, opts) => set(import("./commands/run.ts").then((m) => m.run(id, opts))));
 
 gradeFlags(

@@ -5,11 +5,14 @@ import { gradeSubmission } from "../grading/engine.ts";
 import type { RunResult } from "../grading/result.ts";
 import { ensureLearnerCopy, learnerFile } from "../workspace/copies.ts";
 import { parseSeed, parseTimeout, type GradeFlags } from "./grade-common.ts";
+import { usageError } from "../errors.ts";
+import { newSeed } from "../kit/rng.ts";
 
 export interface RunOptions extends GradeFlags {
   file?: string;
   json?: boolean;
   watch?: boolean;
+  repeat?: string;
 }
 
 /**
@@ -57,9 +60,37 @@ export async function run(id: string, opts: RunOptions): Promise<number> {
     return result;
   };
 
+  if (opts.repeat !== undefined) return repeat(opts.repeat, async (s) => gradeSubmission(ex, file, { config, seed: s, timeoutMs }), seed, opts.json === true);
+
   const first = await gradeOnce();
   if (!opts.watch) return first.status === "pass" ? 0 : 1;
   const { watchFile } = await import("../workspace/watch.ts");
   await watchFile(file, gradeOnce);
   return 0;
+}
+
+/**
+ * Grades N times with different seeds and reports "passed k/N" with the seeds that failed,
+ * so flaky learner code shows up, and so does a flaky grader. Nothing is recorded.
+ */
+async function repeat(countText: string, grade: (seed: number) => Promise<RunResult>, firstSeed: number | undefined, json: boolean): Promise<number> {
+  const n = Number(countText);
+  if (!Number.isInteger(n) || n < 1 || n > 1000) throw usageError(`--repeat must be a whole number from 1 to 1000 (got "${countText}").`);
+  const ui = json ? null : await import("../ui/output.ts");
+  const runs: RunResult[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = await grade(firstSeed === undefined ? newSeed() : (firstSeed + i) >>> 0);
+    runs.push(r);
+    if (ui) {
+      const bad = r.checks.filter((c) => c.status !== "pass").map((c) => c.name);
+      ui.printLine(`  ${String(i + 1).padStart(3)}/${n} ${r.status === "pass" ? ui.style.ok("pass ") : ui.style.bad(r.status.padEnd(5))} seed ${r.seed}  ${(r.durationMs / 1000).toFixed(1)} s${bad.length ? ui.style.dim("  " + bad.join("; ")) : ""}`);
+    }
+  }
+  const passed = runs.filter((r) => r.status === "pass").length;
+  if (json) process.stdout.write(JSON.stringify({ version: 1, exercise: runs[0]!.exercise, repeat: n, passed, runs }, null, 2) + "\n");
+  else {
+    const failed = runs.filter((r) => r.status !== "pass").map((r) => r.seed);
+    ui!.printLine(`passed ${passed}/${n}` + (failed.length ? `; replay a failure with --seed ${failed[0]} (failing seeds: ${failed.join(", ")})` : ""));
+  }
+  return passed === n ? 0 : 1;
 }

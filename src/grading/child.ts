@@ -13,6 +13,9 @@ import { KafkaKit, deleteKafkaResources } from "../kit/kafka.ts";
 import { Namespace } from "../kit/names.ts";
 import { RabbitKit, deleteRabbitResources } from "../kit/rabbit.ts";
 import { createRng, deriveSeed } from "../kit/rng.ts";
+import { CrashHarness } from "../kit/crash.ts";
+import { ChaosProxy } from "../kit/proxy.ts";
+import { amqpHostPort } from "../config.ts";
 import { describe } from "../kit/describe.ts";
 import { probeBroker } from "../brokers/probe.ts";
 import { send, type AbortReason } from "./protocol.ts";
@@ -109,7 +112,15 @@ async function runCheck<S>(grader: Grader<S>, index: number, submission: S, cfg:
   const tmpDir = join(cfg.tmpRoot, `check-${index}`);
   mkdirSync(tmpDir, { recursive: true });
   const deferred: (() => unknown)[] = [];
+  const workers = new CrashHarness(cfg.submissionPath);
   const ctx: CheckContext<S> = {
+    submissionPath: cfg.submissionPath,
+    workers,
+    async proxy() {
+      const proxy = await ChaosProxy.start(amqpHostPort(cfg.amqpUrl));
+      deferred.push(() => proxy.close());
+      return proxy;
+    },
     submission,
     seed,
     rng: createRng(seed),
@@ -174,6 +185,8 @@ async function runCheck<S>(grader: Grader<S>, index: number, submission: S, cfg:
   } finally {
     clearTimeout(timer);
   }
+  // Workers die first, so nothing of the learner's is still consuming while queues are deleted.
+  await within(5000, workers.killAll()).catch(() => {});
   await teardown(deferred, rabbit, kafka, names, cfg);
   rmSync(tmpDir, { recursive: true, force: true });
   return {

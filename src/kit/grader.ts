@@ -2,6 +2,8 @@ import type { Rng } from "./rng.ts";
 import type { Namespace } from "./names.ts";
 import type { RabbitKit } from "./rabbit.ts";
 import type { KafkaKit } from "./kafka.ts";
+import type { ChaosProxy } from "./proxy.ts";
+import type { CrashHarness } from "./crash.ts";
 
 /** What the submission must export: the engine checks these before any check runs. */
 export type ExportSpec<S> = { [K in keyof S & string]: "function" | "class" | "object" };
@@ -17,6 +19,12 @@ export interface CheckContext<S> {
   names: Namespace;
   rabbit: RabbitKit;
   kafka: KafkaKit;
+  /** The learner's file, for graders that run it in worker processes. */
+  submissionPath: string;
+  /** Runs the learner's code in worker processes the grader can SIGKILL; all reaped after the check. */
+  workers: CrashHarness;
+  /** A chaos proxy in front of RabbitMQ (ephemeral port), closed after the check. */
+  proxy(): Promise<ChaosProxy>;
   /** A fresh temp folder for this check (SQLite files and the like); removed afterwards. */
   tmpDir: string;
   /** Registers teardown, run in reverse order after the check, pass or fail. */

@@ -7,3 +7,7 @@ export { Namespace } from "./names.ts";
 export { RabbitKit } from "./rabbit.ts";
 export { KafkaKit } from "./kafka.ts";
 export { describe as describeValue } from "./describe.ts";
+export { ChaosProxy, isConfirm, type AmqpFrame, type Direction } from "./proxy.ts";
+export { CrashHarness, Worker, type WorkerEvent, type WorkerOptions, type CheckpointDecision } from "./crash.ts";
+export { VirtualClock, type Clock } from "./clock.ts";
+export { History, type HistoryEvent, type HistoryKind } from "./history.ts";

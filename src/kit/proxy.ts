@@ -1,0 +1,256 @@
+import { createServer, connect as tcpConnect, type AddressInfo, type Server, type Socket } from "node:net";
+
+/** One AMQP 0-9-1 frame as it crossed the proxy. */
+export interface AmqpFrame {
+  type: number;
+  channel: number;
+  /** For method frames (type 1): the class and method ids, e.g. 60/80 for basic.ack. */
+  classId: number | null;
+  methodId: number | null;
+  raw: Buffer;
+}
+
+export type Direction = "toBroker" | "toClient";
+
+/** basic.ack (60/80) or basic.nack (60/120) from the broker: a publisher confirm. */
+export const isConfirm = (f: AmqpFrame): boolean => f.type === 1 && f.classId === 60 && (f.methodId === 80 || f.methodId === 120);
+
+const FRAME_END = 0xce;
+const PROTOCOL_HEADER_LENGTH = 8; // "AMQP" 0 0 9 1, client to broker, once
+
+/**
+ * A TCP proxy between a learner's AMQP client and RabbitMQ, on an ephemeral port so parallel
+ * runs never collide. It parses frames, so it can hold one kind of frame (say the broker's
+ * confirms) while everything else, channel opening and declares included, flows: holding a
+ * whole direction would make a fire-and-forget publisher look as if it waited.
+ */
+export class ChaosProxy {
+  private readonly links = new Set<Link>();
+  private holdRule: { direction: Direction; match: (f: AmqpFrame) => boolean } | null = null;
+  private delayMs = 0;
+  private paused = false;
+  /** Every frame seen, for graders that need to know what crossed (bounded). */
+  readonly seen: { direction: Direction; frame: Omit<AmqpFrame, "raw"> }[] = [];
+  private waiters: { direction: Direction; match: (f: AmqpFrame) => boolean; resolve: () => void }[] = [];
+
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+    private readonly target: { host: string; port: number },
+  ) {}
+
+  static async start(target: { host: string; port: number }): Promise<ChaosProxy> {
+    let proxy: ChaosProxy | undefined;
+    const server = createServer((client) => proxy!.accept(client));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", () => resolve());
+    });
+    proxy = new ChaosProxy(server, (server.address() as AddressInfo).port, target);
+    return proxy;
+  }
+
+  /** The same AMQP URL, pointed at the proxy. */
+  urlFor(amqpUrl: string): string {
+    const u = new URL(amqpUrl);
+    u.hostname = "127.0.0.1";
+    u.port = String(this.port);
+    return u.toString();
+  }
+
+  get connectionCount(): number {
+    return this.links.size;
+  }
+
+  /** Drops every connection at once, as a network failure would. New connections still work. */
+  cut(): void {
+    for (const link of this.links) link.destroy();
+    this.links.clear();
+  }
+
+  /** Stops forwarding in both directions; bytes wait in the proxy until `resume()`. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    for (const link of this.links) link.flush();
+  }
+
+  /** Holds frames going one way that match, in order, until `release()`; the rest flows. */
+  hold(direction: Direction, match: (f: AmqpFrame) => boolean): void {
+    this.holdRule = { direction, match };
+  }
+
+  /** Lets held frames go (in order) and stops holding. */
+  release(): void {
+    this.holdRule = null;
+    for (const link of this.links) link.flush();
+  }
+
+  /** How many frames are being held right now. */
+  get heldCount(): number {
+    let n = 0;
+    for (const link of this.links) n += link.heldCount();
+    return n;
+  }
+
+  /** Delays every frame by `ms` from now on (0 turns it off). */
+  latency(ms: number): void {
+    this.delayMs = ms;
+  }
+
+  /** Resolves when a matching frame arrives at the proxy (held or not). */
+  waitForFrame(direction: Direction, match: (f: AmqpFrame) => boolean): Promise<void> {
+    return new Promise((resolve) => this.waiters.push({ direction, match, resolve }));
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(client: Socket): void {
+    const broker = tcpConnect(this.target);
+    const link = new Link(client, broker, this);
+    this.links.add(link);
+    const drop = () => {
+      link.destroy();
+      this.links.delete(link);
+    };
+    client.on("error", drop).on("close", drop);
+    broker.on("error", drop).on("close", drop);
+  }
+
+  /** @internal decisions a Link asks its proxy for. */
+  shouldHold(direction: Direction, f: AmqpFrame): boolean {
+    return this.holdRule !== null && this.holdRule.direction === direction && this.holdRule.match(f);
+  }
+  /** @internal */
+  shouldHoldAny(): boolean {
+    return this.holdRule !== null;
+  }
+  /** @internal */
+  get isPaused(): boolean {
+    return this.paused;
+  }
+  /** @internal */
+  get delay(): number {
+    return this.delayMs;
+  }
+  /** @internal */
+  observe(direction: Direction, f: AmqpFrame): void {
+    if (this.seen.length < 10_000) this.seen.push({ direction, frame: { type: f.type, channel: f.channel, classId: f.classId, methodId: f.methodId } });
+    this.waiters = this.waiters.filter((w) => {
+      if (w.direction === direction && w.match(f)) {
+        w.resolve();
+        return false;
+      }
+      return true;
+    });
+  }
+}
+
+/** One client connection and its broker connection, with a frame parser for each direction. */
+class Link {
+  private readonly pipes: Record<Direction, Pipe>;
+  private dead = false;
+
+  constructor(
+    private readonly client: Socket,
+    private readonly broker: Socket,
+    proxy: ChaosProxy,
+  ) {
+    this.pipes = {
+      toBroker: new Pipe("toBroker", broker, proxy, PROTOCOL_HEADER_LENGTH),
+      toClient: new Pipe("toClient", client, proxy, 0),
+    };
+    client.on("data", (chunk: Buffer) => this.pipes.toBroker.push(chunk));
+    broker.on("data", (chunk: Buffer) => this.pipes.toClient.push(chunk));
+  }
+
+  flush(): void {
+    this.pipes.toBroker.flush();
+    this.pipes.toClient.flush();
+  }
+
+  heldCount(): number {
+    return this.pipes.toBroker.held.length + this.pipes.toClient.held.length;
+  }
+
+  destroy(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.client.destroy();
+    this.broker.destroy();
+  }
+}
+
+class Pipe {
+  private buffer = Buffer.alloc(0);
+  /** Frames parsed but not yet sent because the proxy is paused or delaying. */
+  private queue: Buffer[] = [];
+  /** Frames held by the hold rule, sent on release. */
+  readonly held: Buffer[] = [];
+  private sending = false;
+
+  constructor(
+    private readonly direction: Direction,
+    private readonly out: Socket,
+    private readonly proxy: ChaosProxy,
+    private headerBytes: number,
+  ) {}
+
+  push(chunk: Buffer): void {
+    this.buffer = Buffer.concat([this.buffer, chunk]);
+    if (this.headerBytes > 0) {
+      if (this.buffer.length < this.headerBytes) return;
+      this.queue.push(this.buffer.subarray(0, this.headerBytes));
+      this.buffer = this.buffer.subarray(this.headerBytes);
+      this.headerBytes = 0;
+    }
+    while (this.buffer.length >= 7) {
+      const size = this.buffer.readUInt32BE(3);
+      const total = 7 + size + 1;
+      if (this.buffer.length < total) break;
+      const raw = Buffer.from(this.buffer.subarray(0, total));
+      this.buffer = this.buffer.subarray(total);
+      if (raw[total - 1] !== FRAME_END) {
+        // Not AMQP framing after all (or corrupted): stop parsing and pass bytes through.
+        this.queue.push(raw, this.buffer);
+        this.buffer = Buffer.alloc(0);
+        break;
+      }
+      const type = raw[0]!;
+      const frame: AmqpFrame = {
+        type,
+        channel: raw.readUInt16BE(1),
+        classId: type === 1 && size >= 4 ? raw.readUInt16BE(7) : null,
+        methodId: type === 1 && size >= 4 ? raw.readUInt16BE(9) : null,
+        raw,
+      };
+      this.proxy.observe(this.direction, frame);
+      if (this.proxy.shouldHold(this.direction, frame)) this.held.push(raw);
+      else this.queue.push(raw);
+    }
+    this.flush();
+  }
+
+  flush(): void {
+    if (!this.proxy.shouldHoldAny() && this.held.length) this.queue.unshift(...this.held.splice(0));
+    if (this.proxy.isPaused || this.sending) return;
+    const delay = this.proxy.delay;
+    if (delay > 0 && this.queue.length) {
+      this.sending = true;
+      const batch = this.queue.splice(0);
+      setTimeout(() => {
+        this.sending = false;
+        if (!this.out.destroyed) this.out.write(Buffer.concat(batch));
+        this.flush();
+      }, delay);
+      return;
+    }
+    if (this.queue.length && !this.out.destroyed) this.out.write(Buffer.concat(this.queue.splice(0)));
+  }
+}
