@@ -18,8 +18,8 @@ export function validateMeta(raw: unknown): { meta?: ExerciseMeta; errors: strin
   };
   const strList = (field: string, min: number): string[] => {
     const v = o[field];
-    if (!Array.isArray(v) || v.length < min || v.some((x) => typeof x !== "string" || x.trim() === "")) {
-      errors.push(`"${field}" must be a list of at least ${min} non-empty strings`);
+    if (!Array.isArray(v) || v.length < min || v.some((x: unknown) => typeof x !== "string" || x.trim() === "")) {
+      errors.push(min ? `"${field}" must be a list of at least ${min} non-empty strings` : `"${field}" must be a list of non-empty strings`);
       return [];
     }
     return v as string[];
@@ -30,7 +30,8 @@ export function validateMeta(raw: unknown): { meta?: ExerciseMeta; errors: strin
   const topic = str("topic", /^[a-z0-9-]+$/);
   const difficulty = o.difficulty as ExerciseMeta["difficulty"];
   if (!DIFFICULTIES.includes(difficulty)) errors.push(`"difficulty" must be one of ${DIFFICULTIES.join(", ")}`);
-  const brokers = strList("brokers", 1) as ExerciseMeta["brokers"];
+  // An empty list is fine: some exercises (backoff on a virtual clock) need no broker at all.
+  const brokers = strList("brokers", 0) as ExerciseMeta["brokers"];
   for (const b of brokers) if (!BROKERS.includes(b)) errors.push(`"brokers" has "${b}"; allowed: ${BROKERS.join(", ")}`);
   const seed = o.seed === null ? null : str("seed", /^S([1-9]|1[0-9]|20)$/);
   const entry = str("entry", /^[a-z0-9-]+\.ts$/);
