@@ -11,3 +11,4 @@ export { ChaosProxy, isConfirm, type AmqpFrame, type Direction } from "./proxy.t
 export { CrashHarness, Worker, type WorkerEvent, type WorkerOptions, type CheckpointDecision } from "./crash.ts";
 export { VirtualClock, type Clock } from "./clock.ts";
 export { History, type HistoryEvent, type HistoryKind } from "./history.ts";
+export { waitForTopicLeaders, type TopicSpec } from "./kafka.ts";

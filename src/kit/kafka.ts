@@ -39,12 +39,22 @@ export class KafkaKit {
     return admin;
   }
 
-  async createTopics(names: string[], partitions = 1): Promise<void> {
+  /** Creates topics and waits until every partition has a leader. */
+  async createTopics(topics: (string | TopicSpec)[], partitions = 1): Promise<void> {
+    const specs = topics.map((t) => (typeof t === "string" ? { name: t, partitions } : { partitions, ...t }));
     const admin = await this.admin();
     await admin.createTopics({
-      waitForLeaders: true,
-      topics: names.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1 })),
+      // kafkajs's own waitForLeaders gives up on UNKNOWN_TOPIC_OR_PARTITION, which a KRaft
+      // broker under load answers for a moment after CreateTopics returns: wait here instead.
+      waitForLeaders: false,
+      topics: specs.map((s) => ({
+        topic: s.name,
+        numPartitions: s.partitions,
+        replicationFactor: 1,
+        configEntries: Object.entries(s.configs ?? {}).map(([name, value]) => ({ name, value })),
+      })),
     });
+    await waitForTopicLeaders(admin, specs);
   }
 
   /** A plain (non-transactional) producer owned by the grader. */
@@ -112,6 +122,36 @@ export class KafkaKit {
 
   async closeAll(): Promise<void> {
     await Promise.allSettled(this.closers.splice(0).reverse().map((c) => c()));
+  }
+}
+
+export interface TopicSpec {
+  name: string;
+  partitions?: number;
+  /** Topic configs, e.g. { "max.message.bytes": "2048" }. */
+  configs?: Record<string, string>;
+}
+
+/** Polls metadata until each topic has all its partitions, each with a leader. */
+export async function waitForTopicLeaders(admin: Admin, topics: TopicSpec[], timeoutMs = 15_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last = "";
+  for (;;) {
+    try {
+      const { topics: found } = await admin.fetchTopicMetadata({ topics: topics.map((x) => x.name) });
+      const ready = topics.every((spec) => {
+        const md = found.find((f) => f.name === spec.name);
+        return md !== undefined && md.partitions.length === (spec.partitions ?? 1) && md.partitions.every((p) => p.leader >= 0 && p.partitionErrorCode === 0);
+      });
+      if (ready) return;
+      last = "not every partition has a leader yet";
+    } catch (e) {
+      const type = (e as { type?: string }).type ?? "";
+      if (!["UNKNOWN_TOPIC_OR_PARTITION", "LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION"].includes(type)) throw e;
+      last = type;
+    }
+    if (Date.now() > until) throw new LabError(`Kafka: the grader's topics were not ready within ${timeoutMs} ms (${last}).`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

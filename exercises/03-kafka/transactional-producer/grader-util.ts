@@ -2,6 +2,7 @@
 // offset, and reads at either isolation level that report each record's batch header.
 import type { Admin, Consumer, Producer } from "kafkajs";
 import { LabError } from "../../../src/kit/index.ts";
+import { waitForTopicLeaders } from "../../../src/kit/kafka.ts";
 import type { CheckContext } from "../../../src/kit/index.ts";
 import type { OutgoingMessage } from "../../../src/contracts/transactional-producer.ts";
 
@@ -55,7 +56,9 @@ export class Observer {
     const topics = specs.map((s) => ({ name: t.names.topic(s.base), partitions: s.partitions }));
     const admin = await t.kafka.admin();
     await admin.createTopics({
-      waitForLeaders: true,
+      // kafkajs's own waitForLeaders gives up on UNKNOWN_TOPIC_OR_PARTITION, which a KRaft
+      // broker under load answers for a moment after CreateTopics returns: wait here instead.
+      waitForLeaders: false,
       topics: specs.map((s, i) => ({
         topic: topics[i]!.name,
         numPartitions: s.partitions,
@@ -63,6 +66,7 @@ export class Observer {
         configEntries: Object.entries(s.configs ?? {}).map(([name, value]) => ({ name, value })),
       })),
     });
+    await waitForTopicLeaders(admin, topics);
     const observer = new Observer(t, topics);
     observer.admin = admin;
     observer.producer = await t.kafka.producer();
@@ -179,6 +183,7 @@ export class Observer {
   }
 }
 
+/** Polls the topics' metadata until every partition has a leader. */
 /** A short label for a message in failure texts: `#3 (orders, key "k-2")`. */
 export function label(batch: OutgoingMessage[], index: number, topicBase: (name: string) => string): string {
   const m = batch[index]!;

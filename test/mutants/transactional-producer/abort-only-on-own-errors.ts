@@ -1,0 +1,42 @@
+// Mutant: wraps only its own step (beforeSend) in try/catch: a send the broker rejects propagates without an abort and leaves the transaction open
+// @targets a record the broker refuses mid-batch (too large for its topic) aborts the whole batch: publish() rejects and nothing of it is visible
+import type { Kafka } from "kafkajs";
+import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
+
+/**
+ * A publisher that writes each batch as one Kafka transaction: every message of the batch
+ * becomes visible to `read_committed` readers at the same moment, or none ever does.
+ */
+export async function createTransactionalPublisher(kafka: Kafka, transactionalId: string): Promise<TransactionalPublisher> {
+  // The transactional id is the producer's identity across restarts: reusing it is what lets
+  // the broker fence an older instance (a zombie) still running somewhere. Never randomise it.
+  // kafkajs makes transactional sends idempotent (producer id, epoch, sequence numbers) and
+  // requires acks = all for them; one request in flight keeps the sequence numbers in order.
+  const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+
+  return {
+    async publish(messages: OutgoingMessage[], hooks: PublishHooks = {}): Promise<void> {
+      // The first transaction() registers the transactional id with the coordinator and gets
+      // an epoch; that bumps the epoch and fences any older producer with the same id.
+      const transaction = await producer.transaction();
+      for (const [index, message] of messages.entries()) {
+        try {
+          await hooks.beforeSend?.(message, index);
+        } catch (error) {
+          await transaction.abort();
+          throw error;
+        }
+        await transaction.send({
+          topic: message.topic,
+          messages: [{ key: message.key, value: message.value }],
+        });
+      }
+      await transaction.commit();
+    },
+
+    async close(): Promise<void> {
+      await producer.disconnect();
+    },
+  };
+}

@@ -1,0 +1,38 @@
+// Mutant: prepares the whole batch first, then writes it with one plain sendBatch(): no transaction, so a broker-side failure on one partition leaves the others written
+// @targets while a batch is being written, read_committed readers see none of it, although its first messages are already on the broker
+// @targets a failure mid-batch aborts: publish() rejects, and read_committed readers see none of the messages already sent
+// @targets a record the broker refuses mid-batch (too large for its topic) aborts the whole batch: publish() rejects and nothing of it is visible
+import type { Kafka } from "kafkajs";
+import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
+
+/**
+ * A publisher that writes each batch as one Kafka transaction: every message of the batch
+ * becomes visible to `read_committed` readers at the same moment, or none ever does.
+ */
+export async function createTransactionalPublisher(kafka: Kafka, transactionalId: string): Promise<TransactionalPublisher> {
+  // The transactional id is the producer's identity across restarts: reusing it is what lets
+  // the broker fence an older instance (a zombie) still running somewhere. Never randomise it.
+  // kafkajs makes transactional sends idempotent (producer id, epoch, sequence numbers) and
+  // requires acks = all for them; one request in flight keeps the sequence numbers in order.
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+
+  return {
+    async publish(messages: OutgoingMessage[], hooks: PublishHooks = {}): Promise<void> {
+      // The first transaction() registers the transactional id with the coordinator and gets
+      // an epoch; that bumps the epoch and fences any older producer with the same id.
+      const byTopic = new Map<string, { key: string; value: string }[]>();
+      for (const [index, message] of messages.entries()) {
+        await hooks.beforeSend?.(message, index);
+        const list = byTopic.get(message.topic) ?? [];
+        list.push({ key: message.key, value: message.value });
+        byTopic.set(message.topic, list);
+      }
+      await producer.sendBatch({ topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
+    },
+
+    async close(): Promise<void> {
+      await producer.disconnect();
+    },
+  };
+}
