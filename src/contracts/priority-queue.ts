@@ -72,8 +72,8 @@ export type PublishOrder = (ch: Channel, queue: string, order: Order, priority: 
 export type ClampPriority = (priority: number) => number;
 
 /**
- * Consumes `queue` with manual acks and a small prefetch (1 is right; the grader accepts a
- * few), so the broker keeps the backlog and can hand over an urgent order as soon as one
+ * Consumes `queue` with manual acks and a small prefetch (1 is right; the grader accepts up to
+ * 3), so the broker keeps the backlog and can hand over an urgent order as soon as one
  * arrives. For each delivery: parse the JSON body, call `handle(order)`, and ack only after it
  * resolves. If `handle` rejects, nack the delivery with requeue so the order comes back.
  * Resolves once the consumer is registered on the broker.

@@ -136,7 +136,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, submission: S, cfg:
       const until = Date.now() + opts.timeoutMs;
       for (;;) {
         if (await condition()) return;
-        if (Date.now() > until) throw new CheckFailure(opts.message);
+        if (Date.now() > until) throw new CheckFailure(typeof opts.message === "function" ? opts.message() : opts.message);
         await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
       }
     },

@@ -33,9 +33,10 @@ export interface CheckContext<S> {
   fail(message: string): never;
   /**
    * Polls an outside observation (broker state, SQLite rows) until it holds. For observations
-   * that have no event to wait on; the message becomes the failure when time runs out.
+   * that have no event to wait on; the message becomes the failure when time runs out (a function
+   * is called then, so it can report the last thing observed).
    */
-  waitFor(condition: () => boolean | Promise<boolean>, opts: { timeoutMs: number; message: string; intervalMs?: number }): Promise<void>;
+  waitFor(condition: () => boolean | Promise<boolean>, opts: { timeoutMs: number; message: string | (() => string); intervalMs?: number }): Promise<void>;
   /**
    * Awaits something the learner's code returned, failing the check (not hanging it) when it
    * does not settle in time. `what` names it for the message: "publishOrder()".
