@@ -20,7 +20,6 @@ export interface GradeOptions {
   seed?: number | undefined;
   /** Overrides the exercise's hard timeout, in ms. */
   timeoutMs?: number | undefined;
-  only?: string[] | undefined;
 }
 
 const CHILD = join(LAB_ROOT, "src", "grading", "child.ts");
@@ -55,7 +54,6 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
     runId,
     tmpRoot,
     deadline: Date.now() + timeoutMs,
-    only: opts.only ?? null,
   };
 
   const messages: ChildMessage[] = [];
