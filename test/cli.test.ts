@@ -76,6 +76,22 @@ describe("msglab run --file", () => {
   });
 });
 
+describe("seeds", () => {
+  it("--seed is echoed in the result, and --repeat grades with a new seed each time", async () => {
+    const ex = findExercise("event-store-snapshots");
+    const one = await runJson(ex.id, ex.solutionPath, ["--seed", "4242"]);
+    expect(one.seed).toBe(4242);
+    const r = await msglab(["run", ex.id, "--file", ex.solutionPath, "--repeat", "3", "--seed", "7", "--json"]);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as { repeat: number; passed: number; runs: { seed: number }[] };
+    expect(report).toMatchObject({ repeat: 3, passed: 3 });
+    expect(report.runs.map((x) => x.seed)).toEqual([7, 8, 9]);
+    const pretty = await msglab(["run", ex.id, "--file", ex.scaffoldPath, "--repeat", "2"]);
+    expect(pretty.code).toBe(1);
+    expect(pretty.stdout).toMatch(/passed 0\/2; replay a failure with --seed \d+/);
+  });
+});
+
 describe("error paths give `error` with a message that names the cause", () => {
   const id = "event-store-snapshots";
   it("a syntax error", async () => {
