@@ -1,0 +1,35 @@
+// Mutant: draws the random value before every attempt (the first included) instead of once per delay
+// @targets a first-try success returns its value without sleeping
+// @targets full jitter: each delay is floor(random() × its capped delay), one random() call per delay
+import type { Clock, Operation, RetryOptions } from "msglab/contracts/retry-backoff";
+
+/**
+ * The delay before attempt `failed + 1`, after `failed` failures: base × 2^(failed − 1), capped,
+ * then (with full jitter) a uniform draw below that cap. The cap comes first, so full jitter spreads
+ * over [0, maxDelayMs) once the doubling has reached it.
+ */
+export function backoffDelay(failed: number, options: RetryOptions, r = options.random()): number {
+  const capped = Math.min(options.maxDelayMs, options.baseDelayMs * 2 ** (failed - 1));
+  return options.jitter === "full" ? Math.floor(r * capped) : capped;
+}
+
+export async function retry<T>(operation: Operation<T>, options: RetryOptions, clock: Clock): Promise<T> {
+  const { signal } = options;
+  const isRetryable = options.isRetryable ?? (() => true);
+  // An abort that came before we started means no attempt at all.
+  signal?.throwIfAborted();
+  for (let attempt = 1; ; attempt++) {
+    const r = options.jitter === "full" ? options.random() : 0;
+    try {
+      return await operation(attempt, signal);
+    } catch (error) {
+      // The caller gave up while this attempt ran: stop here, whatever the error was.
+      signal?.throwIfAborted();
+      // Rethrow the value itself: callers match on its type or code, a wrapper hides it.
+      if (!isRetryable(error) || attempt >= options.maxAttempts) throw error;
+    }
+    // The signal makes the sleep reject with signal.reason the moment it aborts.
+    await clock.sleep(backoffDelay(attempt, options, r), signal);
+    signal?.throwIfAborted();
+  }
+}
