@@ -137,7 +137,10 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
 
 function summary(checks: CheckResult[]): string {
   const passed = checks.filter((c) => c.status === "pass").length;
-  return `${passed}/${checks.length} checks passed`;
+  const firstError = checks.find((c) => c.status === "error");
+  // An error run should say why at the top, not only inside one of the checks.
+  const why = firstError ? `; "${firstError.name}" could not run: ${firstError.message ?? "no reason given"}` : "";
+  return `${passed}/${checks.length} checks passed${why}`;
 }
 
 /** Turns the child's messages and its exit into per-check results, in the grader's order. */
