@@ -32,6 +32,7 @@ export class ChaosProxy {
   /** Every frame seen, for graders that need to know what crossed (bounded). */
   readonly seen: { direction: Direction; frame: Omit<AmqpFrame, "raw"> }[] = [];
   private waiters: { direction: Direction; match: (f: AmqpFrame) => boolean; resolve: () => void }[] = [];
+  private taps: { direction: Direction; fn: (f: AmqpFrame) => void }[] = [];
 
   private constructor(
     private readonly server: Server,
@@ -106,6 +107,11 @@ export class ChaosProxy {
     return new Promise((resolve) => this.waiters.push({ direction, match, resolve }));
   }
 
+  /** Calls `fn` with every frame going one way, as it arrives (held or not). */
+  tap(direction: Direction, fn: (f: AmqpFrame) => void): void {
+    this.taps.push({ direction, fn });
+  }
+
   async close(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -141,6 +147,7 @@ export class ChaosProxy {
   }
   /** @internal */
   observe(direction: Direction, f: AmqpFrame): void {
+    for (const t of this.taps) if (t.direction === direction) t.fn(f);
     if (this.seen.length < 10_000) this.seen.push({ direction, frame: { type: f.type, channel: f.channel, classId: f.classId, methodId: f.methodId } });
     this.waiters = this.waiters.filter((w) => {
       if (w.direction === direction && w.match(f)) {
