@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { findExercise } from "../src/catalog/load.ts";
+import { LAB_ROOT } from "../src/paths.ts";
 import { msglab } from "./support/cli.ts";
 
 const ws = mkdtempSync(join(tmpdir(), "msglab-ws-"));
@@ -51,6 +52,18 @@ describe("the learner's workspace", () => {
     expect(refused.stderr).toMatch(/--yes/);
     const shown = await msglab(["solution", ex.id, "--yes"], env);
     expect(shown.stdout).toContain(readFileSync(ex.solutionPath, "utf8").trim().split("\n")[0]!);
+  });
+
+  it("a workspace inside the lab folder (the default place) resolves the contracts too", async () => {
+    const inside = join(LAB_ROOT, ".test-workspaces", `ws-${process.pid}`);
+    try {
+      await msglab(["run", ex.id], { MSGLAB_WORKSPACE: inside });
+      writeFileSync(join(inside, ex.id, ex.entry), readFileSync(ex.solutionPath, "utf8"));
+      const r = await msglab(["run", ex.id, "--json"], { MSGLAB_WORKSPACE: inside });
+      expect((JSON.parse(r.stdout) as { status: string }).status, r.stdout).toBe("pass");
+    } finally {
+      rmSync(inside, { recursive: true, force: true });
+    }
   });
 
   it("the passing copy is recorded as passed", async () => {

@@ -38,19 +38,17 @@ export async function check(opts: CheckOptions): Promise<number> {
 
   const results: RunResult[] = [];
   const started = performance.now();
-  for (const { ex, file } of targets) {
-    const result = await gradeSubmission(ex, file, { config, seed, timeoutMs });
-    results.push(result);
-    if (ui) ui.printLine(ui.formatResult(result) + "\n");
-  }
-  if (!opts.solutions) {
-    const { ProgressStore } = await import("../workspace/progress.ts");
-    const store = await ProgressStore.open(config.workspace);
-    try {
-      for (const r of results) store.recordResult(r);
-    } finally {
-      store.close();
+  // Each result is recorded as soon as it is known, so an interrupted check loses nothing graded.
+  const store = opts.solutions ? null : await (await import("../workspace/progress.ts")).ProgressStore.open(config.workspace);
+  try {
+    for (const { ex, file } of targets) {
+      const result = await gradeSubmission(ex, file, { config, seed, timeoutMs });
+      results.push(result);
+      store?.recordResult(result);
+      if (ui) ui.printLine(ui.formatResult(result) + "\n");
     }
+  } finally {
+    store?.close();
   }
 
   let text: string | null = null;

@@ -18,7 +18,9 @@ export async function resolve(specifier, context, nextResolve) {
   try {
     result = await nextResolve(specifier, context);
   } catch (error) {
-    if (!isBare(specifier) || context.parentURL?.startsWith(labUrl)) throw error;
+    // Whatever the importing file's folder (the default workspace sits inside the lab, with a
+    // package.json of its own that hides the lab's name), a bare import falls back to the lab.
+    if (!isBare(specifier)) throw error;
     result = await nextResolve(specifier, { ...context, parentURL: labPackageUrl });
   }
   if (result.url.startsWith("file:") && !result.url.startsWith(labUrl) && /\.(ts|mts)$/.test(result.url)) {
