@@ -12,3 +12,4 @@ export { CrashHarness, Worker, type WorkerEvent, type WorkerOptions, type Checkp
 export { VirtualClock, type Clock } from "./clock.ts";
 export { History, type HistoryEvent, type HistoryKind } from "./history.ts";
 export { waitForTopicLeaders, type TopicSpec } from "./kafka.ts";
+export { QueueObserver, amqpCode, brokerText } from "./rabbit-observer.ts";

@@ -3,7 +3,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
 import Database from "better-sqlite3";
-import { History, defineGrader, describeValue } from "../../../src/kit/index.ts";
+import { History, QueueObserver, amqpCode, brokerText, defineGrader, describeValue } from "../../../src/kit/index.ts";
 import type { CheckContext, Rng, Worker, WorkerEvent } from "../../../src/kit/index.ts";
 import { MAX_PREFETCH, type AtLeastOnceConsumerSubmission, type Payment } from "../../../src/contracts/at-least-once-consumer.ts";
 import { R, type KillPoint, type WorkerInput } from "./protocol.ts";
@@ -26,33 +26,7 @@ const GONE = "The queue no longer exists: it was declared auto-delete (or exclus
 // ---------------------------------------------------------------- the grader's own view
 
 /** The grader's own view of the broker, on its own connection. */
-class Observer {
-  private ch: Channel | undefined;
-  constructor(readonly conn: ChannelModel) {}
-
-  /** A channel for one operation that may close it (a failed passive or re-declare). */
-  async throwaway(): Promise<Channel> {
-    const ch = await this.conn.createChannel();
-    ch.on("error", () => {});
-    return ch;
-  }
-
-  /** messageCount counts ready messages only (not the delivered and unacked ones). Null: no such queue. */
-  async count(queue: string): Promise<{ messageCount: number; consumerCount: number } | null> {
-    if (!this.ch) {
-      this.ch = await this.throwaway();
-      this.ch.on("close", () => (this.ch = undefined));
-    }
-    try {
-      const { messageCount, consumerCount } = await this.ch.checkQueue(queue);
-      return { messageCount, consumerCount };
-    } catch (e) {
-      this.ch = undefined;
-      if (amqpCode(e) === 404) return null;
-      throw e;
-    }
-  }
-
+class Observer extends QueueObserver {
   /** Takes every ready message off the queue (auto-ack), returning their message ids. Null: no such queue. */
   async drainIds(queue: string): Promise<string[] | null> {
     const ch = await this.throwaway();
@@ -70,15 +44,6 @@ class Observer {
   }
 }
 
-function amqpCode(e: unknown): number | undefined {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === "number" ? code : undefined;
-}
-
-function brokerText(e: unknown): string {
-  const m = /with message "([^"]*)"/.exec(String((e as Error)?.message ?? e));
-  return m ? m[1]! : String((e as Error)?.message ?? e);
-}
 
 function isCheckFailure(e: unknown): boolean {
   return (e as Error)?.name === "CheckFailure";

@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Channel, ChannelModel, ConfirmChannel, GetMessage } from "amqplib";
-import { defineGrader, describeValue } from "../../../src/kit/index.ts";
+import { QueueObserver as Observer, amqpCode, brokerText, defineGrader, describeValue } from "../../../src/kit/index.ts";
 import type { CheckContext, Rng } from "../../../src/kit/index.ts";
 import type { Order, OrderKind, PriorityConsumer, PriorityQueueSubmission } from "../../../src/contracts/priority-queue.ts";
 
@@ -19,44 +19,6 @@ const MAX_AHEAD = 2;
 
 // ---------------------------------------------------------------- grader-side helpers
 
-/** The grader's own view of the broker, on its own connection. */
-class Observer {
-  private ch: Channel | undefined;
-  constructor(readonly conn: ChannelModel) {}
-
-  /** A channel for one operation that may close it (a failed passive or re-declare). */
-  async throwaway(): Promise<Channel> {
-    const ch = await this.conn.createChannel();
-    ch.on("error", () => {});
-    return ch;
-  }
-
-  /** messageCount counts ready messages only (not the ones delivered and unacked). Null: no such queue. */
-  async count(queue: string): Promise<{ messageCount: number; consumerCount: number } | null> {
-    if (!this.ch) {
-      this.ch = await this.throwaway();
-      this.ch.on("close", () => (this.ch = undefined));
-    }
-    try {
-      const { messageCount, consumerCount } = await this.ch.checkQueue(queue);
-      return { messageCount, consumerCount };
-    } catch (e) {
-      this.ch = undefined;
-      if (amqpCode(e) === 404) return null;
-      throw e;
-    }
-  }
-}
-
-function amqpCode(e: unknown): number | undefined {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === "number" ? code : undefined;
-}
-
-function brokerText(e: unknown): string {
-  const m = /with message "([^"]*)"/.exec(String((e as Error)?.message ?? e));
-  return m ? m[1]! : String((e as Error)?.message ?? e);
-}
 
 async function setup(t: T): Promise<{ obs: Observer; gch: ConfirmChannel; lch: Channel }> {
   const gconn = await t.rabbit.connect();

@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from "node:util";
 import amqp from "amqplib";
 import type { Channel, ChannelModel, GetMessage } from "amqplib";
-import { defineGrader, describeValue, isConfirm, LabError } from "../../../src/kit/index.ts";
+import { amqpCode, brokerText, defineGrader, describeValue, isConfirm, LabError } from "../../../src/kit/index.ts";
 import type { AmqpFrame, ChaosProxy, CheckContext, Rng } from "../../../src/kit/index.ts";
 import type { DomainEvent, Publisher, PublisherConfirmsSubmission } from "../../../src/contracts/publisher-confirms.ts";
 
@@ -42,15 +42,6 @@ async function newPublisher(t: T, conn: ChannelModel, exchange: string): Promise
 
 // ---------------------------------------------------------------- the grader's own view
 
-function amqpCode(e: unknown): number | undefined {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === "number" ? code : undefined;
-}
-
-function brokerText(e: unknown): string {
-  const m = /with message "([^"]*)"/.exec(String((e as Error)?.message ?? e));
-  return m ? m[1]! : String((e as Error)?.message ?? e);
-}
 
 /** The grader's own connection: declares its queues, binds them, counts and reads messages. */
 class Observer {
