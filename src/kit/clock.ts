@@ -24,7 +24,6 @@ export class VirtualClock implements Clock {
   /** Every sleep requested, in order, with the virtual time it was asked at. */
   readonly sleeps: { ms: number; at: number }[] = [];
   private auto = false;
-  private readonly listeners: ((ms: number) => void)[] = [];
 
   constructor(start = 0) {
     this.time = start;
@@ -37,7 +36,6 @@ export class VirtualClock implements Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     if (!Number.isFinite(ms) || ms < 0) return Promise.reject(new RangeError(`sleep(${ms}): the delay must be a finite, non-negative number`));
     this.sleeps.push({ ms, at: this.time });
-    for (const l of this.listeners) l(ms);
     if (signal?.aborted) return Promise.reject(signal.reason ?? new Error("aborted"));
     return new Promise<void>((resolve, reject) => {
       const onAbort = () => {
@@ -85,16 +83,5 @@ export class VirtualClock implements Clock {
   /** How many sleeps are waiting for time to move. */
   get pending(): number {
     return this.sleepers.length;
-  }
-
-  /** Resolves at the next sleep request. */
-  nextSleep(): Promise<number> {
-    return new Promise((resolve) => {
-      const l = (ms: number) => {
-        this.listeners.splice(this.listeners.indexOf(l), 1);
-        resolve(ms);
-      };
-      this.listeners.push(l);
-    });
   }
 }

@@ -61,6 +61,16 @@ describe("ChaosProxy", () => {
     await again.close();
   });
 
+  it("latency() delays every frame", async () => {
+    const { proxy, conn } = await setup();
+    proxy.latency(150);
+    const started = performance.now();
+    const ch = await conn.createChannel(); // channel.open and channel.open-ok each wait 150 ms
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    proxy.latency(0);
+    await ch.close();
+  });
+
   it("pause() stops traffic and resume() lets it through", async () => {
     const { proxy, conn } = await setup();
     const ch = await conn.createChannel();

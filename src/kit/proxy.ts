@@ -31,7 +31,6 @@ export class ChaosProxy {
   private paused = false;
   /** Every frame seen, for graders that need to know what crossed (bounded). */
   readonly seen: { direction: Direction; frame: Omit<AmqpFrame, "raw"> }[] = [];
-  private waiters: { direction: Direction; match: (f: AmqpFrame) => boolean; resolve: () => void }[] = [];
   private taps: { direction: Direction; fn: (f: AmqpFrame) => void }[] = [];
 
   private constructor(
@@ -57,10 +56,6 @@ export class ChaosProxy {
     u.hostname = "127.0.0.1";
     u.port = String(this.port);
     return u.toString();
-  }
-
-  get connectionCount(): number {
-    return this.links.size;
   }
 
   /** Drops every connection at once, as a network failure would. New connections still work. */
@@ -100,11 +95,6 @@ export class ChaosProxy {
   /** Delays every frame by `ms` from now on (0 turns it off). */
   latency(ms: number): void {
     this.delayMs = ms;
-  }
-
-  /** Resolves when a matching frame arrives at the proxy (held or not). */
-  waitForFrame(direction: Direction, match: (f: AmqpFrame) => boolean): Promise<void> {
-    return new Promise((resolve) => this.waiters.push({ direction, match, resolve }));
   }
 
   /** Calls `fn` with every frame going one way, as it arrives (held or not). */
@@ -149,13 +139,6 @@ export class ChaosProxy {
   observe(direction: Direction, f: AmqpFrame): void {
     for (const t of this.taps) if (t.direction === direction) t.fn(f);
     if (this.seen.length < 10_000) this.seen.push({ direction, frame: { type: f.type, channel: f.channel, classId: f.classId, methodId: f.methodId } });
-    this.waiters = this.waiters.filter((w) => {
-      if (w.direction === direction && w.match(f)) {
-        w.resolve();
-        return false;
-      }
-      return true;
-    });
   }
 }
 
