@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-// Thin shim: load TypeScript through tsx, then hand over to the CLI.
-import { register } from "tsx/esm/api";
-register();
-await import("../src/cli.ts");
+// Thin shim: make sure the lab is compiled (once per change of its sources), then run the CLI.
+import { pathToFileURL } from "node:url";
+import { join } from "node:path";
+import { labBuild } from "../src/build/lab-build.mjs";
+
+const build = await labBuild();
+await import(pathToFileURL(join(build, "lab", "src", "cli.js")).href);

@@ -27,6 +27,8 @@ export interface ExerciseMeta {
   entry: string;
   /** Hard wall-clock limit for one grading run, in milliseconds. */
   timeoutMs: number;
+  /** Memory cap of each submission host, in MiB (default 512). */
+  memoryMb?: number;
   hints: string[];
   quiz: QuizQuestion[];
 }

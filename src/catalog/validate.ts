@@ -39,6 +39,10 @@ export function validateMeta(raw: unknown): { meta?: ExerciseMeta; errors: strin
   if (typeof timeoutMs !== "number" || !Number.isInteger(timeoutMs) || timeoutMs < 1000) {
     errors.push(`"timeoutMs" must be an integer of at least 1000`);
   }
+  const memoryMb = o.memoryMb;
+  if (memoryMb !== undefined && (typeof memoryMb !== "number" || !Number.isInteger(memoryMb) || memoryMb < 64 || memoryMb > 8192)) {
+    errors.push(`"memoryMb" must be an integer from 64 to 8192`);
+  }
   const hints = strList("hints", 2);
   const quiz: QuizQuestion[] = [];
   if (!Array.isArray(o.quiz) || o.quiz.length === 0) errors.push(`"quiz" must be a non-empty list`);
@@ -56,11 +60,11 @@ export function validateMeta(raw: unknown): { meta?: ExerciseMeta; errors: strin
       if (qq) quiz.push(qq as QuizQuestion);
     });
   }
-  const known = new Set(["id", "title", "topic", "difficulty", "brokers", "seed", "entry", "timeoutMs", "hints", "quiz", "$schema"]);
+  const known = new Set(["id", "title", "topic", "difficulty", "brokers", "seed", "entry", "timeoutMs", "memoryMb", "hints", "quiz", "$schema"]);
   for (const k of Object.keys(o)) if (!known.has(k)) errors.push(`"${k}" is not a known field`);
   if (errors.length) return { errors };
   return {
     errors,
-    meta: { id, title, topic, difficulty, brokers, seed, entry, timeoutMs: timeoutMs as number, hints, quiz },
+    meta: { id, title, topic, difficulty, brokers, seed, entry, timeoutMs: timeoutMs as number, ...(memoryMb === undefined ? {} : { memoryMb: memoryMb as number }), hints, quiz },
   };
 }

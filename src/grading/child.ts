@@ -1,7 +1,8 @@
 /**
- * The grading child: runs one grader against one submission and reports over fd 3.
- * The engine starts it in its own process group, so a hung or crashed submission can be
- * killed whole without taking the CLI with it.
+ * The grading process (trusted): runs one grader against one submission and reports over fd 3.
+ * The submission never runs here. It is compiled once, then loaded by submission hosts, each a
+ * sandboxed process of its own that the grader drives over RPC (see src/host and src/kit/host.ts).
+ * The engine starts this process in its own process group; the hosts are its children.
  */
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -9,21 +10,27 @@ import { pathToFileURL } from "node:url";
 import type { Broker } from "../catalog/types.ts";
 import { CheckFailure, LabError, isInfrastructureError } from "../kit/fail.ts";
 import type { CheckContext, Grader } from "../kit/grader.ts";
+import { Host, HostGone, markSync } from "../kit/host.ts";
 import { KafkaKit, deleteKafkaResources } from "../kit/kafka.ts";
 import { Namespace } from "../kit/names.ts";
-import { RabbitKit, deleteRabbitResources } from "../kit/rabbit.ts";
+import { RabbitKit } from "../kit/rabbit.ts";
 import { createRng, deriveSeed } from "../kit/rng.ts";
-import { CrashHarness } from "../kit/crash.ts";
 import { ChaosProxy } from "../kit/proxy.ts";
 import { amqpHostPort } from "../config.ts";
 import { describe } from "../kit/describe.ts";
 import { probeBroker } from "../brokers/probe.ts";
+import { compileSubmission } from "./compile.ts";
+import { describeEnd, HostProcess, type HostSpec } from "./host-process.ts";
 import { send, type AbortReason } from "./protocol.ts";
 import type { CheckResult, Status } from "./result.ts";
+import type { SandboxMode } from "./sandbox.ts";
+import { GradingVhost } from "../brokers/rabbit-admin.ts";
+import { KafkaLeftovers } from "../kit/kafka-leftovers.ts";
 
 export interface ChildConfig {
   exercise: string;
   brokers: Broker[];
+  /** The grader, compiled. */
   graderPath: string;
   submissionPath: string;
   seed: number;
@@ -33,65 +40,132 @@ export interface ChildConfig {
   tmpRoot: string;
   /** Epoch ms when the engine will SIGKILL this process; checks stop short of it. */
   deadline: number;
+  /** The compiled host runtime and what a host may read. */
+  hostMain: string;
+  labRoot: string;
+  nodeModules: string;
+  sandbox: SandboxMode;
+  memoryMb: number;
+  /** The checks to run, by name or 1-based number (all when absent). */
+  only: string[] | null;
 }
 
 const DEFAULT_CHECK_TIMEOUT_MS = 20_000;
+const OUTPUT_LIMIT = 2 * 1024 * 1024;
 
 const config = JSON.parse(process.env.MSGLAB_CHILD_CONFIG ?? "null") as ChildConfig | null;
 if (!config) {
-  console.error("msglab's grading child must be started by the engine.");
+  console.error("msglab's grading process must be started by the engine.");
   process.exit(2);
 }
 
-let currentCheck: string | null = null;
-const realExit = process.exit.bind(process);
-// A submission that calls process.exit would end grading silently; record who did it first.
-process.exit = ((code?: number | string | null) => {
-  send({ type: "exit-called", code: Number(code ?? 0), during: currentCheck });
-  realExit(typeof code === "number" ? code : 0);
-}) as typeof process.exit;
-
-// Errors thrown in the learner's callbacks outside any awaited promise (an event handler, a
-// stray rejection) would crash the process; charge them to the running check instead.
-let escaped: unknown[] = [];
-process.on("uncaughtException", (e) => escaped.push(e));
-process.on("unhandledRejection", (e) => escaped.push(e));
-
-function abort(reason: AbortReason, message: string): never {
-  send({ type: "abort", reason, message });
-  return realExit(0);
-}
+// A grader bug must not take the whole grading down unnoticed; it is reported as an error.
+let graderFault: unknown = null;
+process.on("uncaughtException", (e) => (graderFault ??= e));
+// A call still waiting when its host was killed rejects with HostGone; nobody need await it.
+process.on("unhandledRejection", (e) => {
+  if (!(e instanceof HostGone)) graderFault ??= e;
+});
 
 function errorText(e: unknown): string {
   if (e instanceof Error) return `${e.name === "Error" ? "" : e.name + ": "}${e.message}`;
   return describe(e);
 }
 
-async function loadSubmission(path: string): Promise<Record<string, unknown>> {
+// ---------------------------------------------------------------------------------------------
+// Hosts: one warm spare is started ahead, so a check that needs a host rarely waits for one.
+
+const allHosts = new Set<HostProcess>();
+let hostCounter = 0;
+let spare: HostProcess | null = null;
+let bundle = "";
+
+function hostSpec(cfg: ChildConfig, memoryMb = cfg.memoryMb): HostSpec {
+  const dir = join(cfg.tmpRoot, "hosts", String(++hostCounter));
+  return {
+    bundle,
+    hostMain: cfg.hostMain,
+    read: [cfg.nodeModules, join(cfg.hostMain, ".."), join(bundle, "..")],
+    labRoot: cfg.labRoot,
+    dir,
+    network: cfg.brokers.some((b) => b === "rabbitmq" || b === "kafka"),
+    preload: cfg.brokers.includes("sqlite") ? ["better-sqlite3"] : [],
+    memoryMb,
+    outputLimit: OUTPUT_LIMIT,
+    mode: cfg.sandbox,
+  };
+}
+
+function spawnHost(cfg: ChildConfig, memoryMb?: number): HostProcess {
+  const h = new HostProcess(hostSpec(cfg, memoryMb));
+  allHosts.add(h);
+  void h.exited.then(() => allHosts.delete(h));
+  return h;
+}
+
+function takeHost(cfg: ChildConfig, memoryMb?: number): HostProcess {
+  if (memoryMb === undefined && spare && spare.alive) {
+    const h = spare;
+    spare = null;
+    return h;
+  }
+  return spawnHost(cfg, memoryMb);
+}
+
+function warmSpare(cfg: ChildConfig): void {
+  if (!spare || !spare.alive) spare = spawnHost(cfg);
+}
+
+function killAllHosts(): Promise<unknown> {
+  return Promise.all([...allHosts].map((h) => h.kill()));
+}
+
+function abort(reason: AbortReason, message: string): never {
+  send({ type: "abort", reason, message });
+  return shutdown(0);
+}
+
+let shuttingDown = false;
+/** Kills every host and exits. Cleanup of broker state is the caller's; this never blocks long. */
+function shutdown(code: number): never {
+  shuttingDown = true;
+  for (const h of allHosts) void h.kill();
+  process.exit(code);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function loadSubmission(cfg: ChildConfig): Promise<Record<string, string>> {
+  const outDir = join(cfg.tmpRoot, "submission");
+  mkdirSync(outDir, { recursive: true });
+  const compiled = await compileSubmission(cfg.submissionPath, join(outDir, "submission.mjs"));
+  if (!compiled.ok) {
+    if (compiled.kind === "import") abort("load", `Your file imports something the sandbox does not allow: ${compiled.message}`);
+    abort("syntax", `Syntax error in your file: ${compiled.message}. Fix it and run again.`);
+  }
+  bundle = compiled.bundle;
+  const first = spawnHost(cfg);
   try {
-    return (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+    const exports = await first.ready;
+    spare = first;
+    return exports;
   } catch (e) {
-    const err = e as Error & { code?: string };
-    const text = String(err?.message ?? e);
-    if (err?.name === "TransformError" || /Transform failed/.test(text) || err instanceof SyntaxError) {
-      // esbuild's message already says file:line:col and what it expected.
-      const detail = text.replace(/^Transform failed with \d+ errors?:\n?/, "").trim();
-      abort("syntax", `Syntax error in your file: ${detail}. Fix it and run again.`);
+    const end = e instanceof HostGone ? e.end : null;
+    if (end?.kind === "load-failed") {
+      abort("load", `Your file threw while it was being loaded: ${errorText(end.error)}. Code at the top level runs on import; move it into the exported functions.`);
     }
-    if (err?.code === "ERR_MODULE_NOT_FOUND" || err?.code === "MODULE_NOT_FOUND") {
-      abort("load", `Your file could not be loaded: ${text.split("\n")[0]}. Check the import paths; the lab provides amqplib, kafkajs and better-sqlite3.`);
-    }
-    abort("load", `Your file threw while it was being loaded: ${errorText(e)}. Code at the top level runs on import; move it into the exported functions.`);
+    const detail = end ? describeEnd(end, first.tail()) : errorText(e);
+    abort("load", `Your file could not be loaded in the sandbox: ${detail}`);
   }
 }
 
-function checkExports(mod: Record<string, unknown>, spec: Record<string, string>): void {
+function checkExports(exports: Record<string, string>, spec: Record<string, string>): void {
   const problems: string[] = [];
   for (const [name, kind] of Object.entries(spec)) {
-    const v = mod[name];
-    if (v === undefined) problems.push(`\`${name}\` is not exported`);
-    else if ((kind === "function" || kind === "class") && typeof v !== "function") problems.push(`\`${name}\` must be a ${kind} but is ${typeof v}`);
-    else if (kind === "object" && (typeof v !== "object" || v === null)) problems.push(`\`${name}\` must be an object but is ${typeof v}`);
+    const v = exports[name];
+    if (v === undefined || v === "undefined") problems.push(`\`${name}\` is not exported`);
+    else if ((kind === "function" || kind === "class") && v !== "function" && v !== "class") problems.push(`\`${name}\` must be a ${kind} but is ${v}`);
+    else if (kind === "object" && v !== "object") problems.push(`\`${name}\` must be an object but is ${v}`);
   }
   if (problems.length) {
     abort("missing-export", `Your file does not provide what the grader needs: ${problems.join("; ")}. Keep the exported names from the scaffold (\`export function …\`).`);
@@ -100,26 +174,62 @@ function checkExports(mod: Record<string, unknown>, spec: Record<string, string>
 
 class CheckTimeout extends LabError {}
 
-async function runCheck<S>(grader: Grader<S>, index: number, submission: S, cfg: ChildConfig): Promise<CheckResult> {
+/** A module-shaped stand-in: `t.learner.fn(...)` calls the export `fn` in the check's first host. */
+function learnerProxy(getHost: () => Promise<Host>): Record<string, (...args: unknown[]) => Promise<unknown>> {
+  return new Proxy({} as Record<string, (...args: unknown[]) => Promise<unknown>>, {
+    get(_t, prop) {
+      if (typeof prop !== "string" || prop === "then") return undefined;
+      return async (...args: unknown[]) => (await getHost()).call(prop, ...args);
+    },
+  });
+}
+
+/** The grading-wide learner host of a grader with `shareLearnerHost`. */
+let sharedLearner: HostProcess | null = null;
+
+async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, amqpUrl: string, moreToCome: boolean): Promise<CheckResult> {
   const check = grader.checks[index]!;
   const started = performance.now();
   const seed = deriveSeed(cfg.seed, check.name);
   const names = new Namespace(`msglab.${cfg.runId}.c${index}`);
-  const rabbit = new RabbitKit(cfg.amqpUrl);
+  const rabbit = new RabbitKit(amqpUrl);
   const kafka = new KafkaKit(cfg.kafkaBrokers, `msglab-${cfg.runId}`);
   const tmpDir = join(cfg.tmpRoot, `check-${index}`);
   mkdirSync(tmpDir, { recursive: true });
   const deferred: (() => unknown)[] = [];
-  const workers = new CrashHarness(cfg.submissionPath);
+  const hosts: Host[] = [];
+  let firstHost: Promise<Host> | null = null;
+  const newHost = async (opts: { memoryMb?: number } = {}): Promise<Host> => {
+    const proc = takeHost(cfg, opts.memoryMb);
+    const host = new Host(proc, hosts.length + 1);
+    hosts.push(host);
+    if (moreToCome) warmSpare(cfg);
+    await proc.ready;
+    return host;
+  };
+  let sharedEscapedBefore = 0;
+  const learnerHost = (): Promise<Host> => {
+    if (firstHost) return firstHost;
+    if (grader.shareLearnerHost) {
+      if (!sharedLearner || !sharedLearner.alive) sharedLearner = takeHost(cfg);
+      const proc = sharedLearner;
+      sharedEscapedBefore = proc.escaped.length;
+      return (firstHost = proc.ready.then(() => new Host(proc, 1)));
+    }
+    return (firstHost = newHost());
+  };
   const ctx: CheckContext<S> = {
-    submissionPath: cfg.submissionPath,
-    workers,
+    host: newHost,
+    learnerHost,
+    learner: learnerProxy(learnerHost) as CheckContext<S>["learner"],
+    sync: markSync,
+    amqpUrl,
+    kafkaBrokers: cfg.kafkaBrokers,
     async proxy() {
-      const proxy = await ChaosProxy.start(amqpHostPort(cfg.amqpUrl));
+      const proxy = await ChaosProxy.start(amqpHostPort(amqpUrl));
       deferred.push(() => proxy.close());
       return proxy;
     },
-    submission,
     seed,
     rng: createRng(seed),
     names,
@@ -133,7 +243,8 @@ async function runCheck<S>(grader: Grader<S>, index: number, submission: S, cfg:
     async waitFor(condition, opts) {
       const until = Date.now() + opts.timeoutMs;
       for (;;) {
-        if (await condition()) return;
+        const v = await condition();
+        if (v) return v;
         if (Date.now() > until) throw new CheckFailure(typeof opts.message === "function" ? opts.message() : opts.message);
         await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
       }
@@ -153,24 +264,33 @@ async function runCheck<S>(grader: Grader<S>, index: number, submission: S, cfg:
 
   let status: Status = "pass";
   let message: string | null = null;
-  escaped = [];
-  const budget = Math.min(check.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS, cfg.deadline - Date.now() - 1500);
+  graderFault = null;
+  const budget = Math.min(check.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS, cfg.deadline - Date.now() - 2500);
   let timer: NodeJS.Timeout | undefined;
   try {
     if (budget <= 0) throw new CheckTimeout("The run's time limit was used up before this check could start.");
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new CheckTimeout(`Timed out after ${budget} ms: your code never finished (an await that never resolves, or a consumer that never calls back).`)),
+        () => reject(new CheckTimeout(`Timed out after ${budget} ms: your code never finished (an await that never resolves, a busy loop, or a consumer that never calls back).`)),
         budget,
       );
     });
     await Promise.race([check.run(ctx), timeout]);
+    const escaped = [...(firstHost && sharedLearner ? sharedLearner.escaped.slice(sharedEscapedBefore) : []), ...hosts.flatMap((h) => h.escaped)];
     if (escaped.length) {
       status = "fail";
       message = `An error escaped your code outside any awaited call: ${errorText(escaped[0])}. Catch it where it is thrown.`;
+    } else if (graderFault) {
+      status = "error";
+      message = `The grader itself failed (a bug in msglab, please report it): ${errorText(graderFault)}`;
     }
   } catch (e) {
     if (e instanceof CheckFailure) {
+      status = "fail";
+      message = e.message;
+    } else if (e instanceof HostGone) {
+      // The learner's process ended by itself (an exit, a crash, the memory or output cap)
+      // while the grader still needed it.
       status = "fail";
       message = e.message;
     } else if (isInfrastructureError(e)) {
@@ -183,9 +303,12 @@ async function runCheck<S>(grader: Grader<S>, index: number, submission: S, cfg:
   } finally {
     clearTimeout(timer);
   }
-  // Workers die first, so nothing of the learner's is still consuming while queues are deleted.
-  await within(5000, workers.killAll()).catch(() => {});
-  await teardown(deferred, rabbit, kafka, names, cfg);
+  // Hosts die first, so nothing of the learner's is still consuming while queues are deleted.
+  // A shared learner host lives on, unless the check failed in a way that may have left it
+  // busy (a timeout, a crash): the next check then gets a fresh one.
+  if (sharedLearner && status !== "pass") void sharedLearner.kill();
+  await within(5000, Promise.all(hosts.map((h) => h.kill()))).catch(() => {});
+  await teardown(deferred, rabbit, kafka, names, cfg, amqpUrl);
   rmSync(tmpDir, { recursive: true, force: true });
   return {
     name: check.name,
@@ -196,20 +319,21 @@ async function runCheck<S>(grader: Grader<S>, index: number, submission: S, cfg:
   };
 }
 
-async function teardown(deferred: (() => unknown)[], rabbit: RabbitKit, kafka: KafkaKit, names: Namespace, cfg: ChildConfig): Promise<void> {
+async function teardown(deferred: (() => unknown)[], rabbit: RabbitKit, kafka: KafkaKit, names: Namespace, cfg: ChildConfig, amqpUrl: string): Promise<void> {
   for (const fn of deferred.reverse()) {
     try {
       await within(2000, fn());
     } catch {
-      // Teardown is best effort; the engine deletes what is left by name.
+      // Teardown is best effort; the vhost goes at the end, and the engine deletes what is left.
     }
   }
-  await within(3000, rabbit.closeAll());
-  await within(5000, kafka.closeAll());
+  await within(3000, rabbit.closeAll()).catch(() => {});
+  await within(5000, kafka.closeAll()).catch(() => {});
   const released = [
-    ...(await within(3000, deleteRabbitResources(cfg.amqpUrl, names.created)).catch(() => [] as string[])),
+    ...(await within(3000, rabbit.deleteAll(names.created)).catch(() => [] as string[])),
     ...(await within(8000, deleteKafkaResources(cfg.kafkaBrokers, names.created)).catch(() => [] as string[])),
   ];
+  void amqpUrl;
   for (const r of names.created) if (released.includes(r.name)) send({ type: "released", kind: r.kind, name: r.name });
 }
 
@@ -234,20 +358,78 @@ async function main(cfg: ChildConfig): Promise<void> {
   } catch (e) {
     abort("grader", `The grader for ${cfg.exercise} failed to load (a bug in msglab, please report it): ${errorText(e)}`);
   }
-  send({ type: "plan", checks: grader.checks.map((c) => c.name) });
-  const submission = await loadSubmission(cfg.submissionPath);
-  checkExports(submission, grader.exports);
-  for (let i = 0; i < grader.checks.length; i++) {
-    const check = grader.checks[i]!;
-    currentCheck = check.name;
-    send({ type: "check-start", index: i, name: check.name });
-    const result = await runCheck(grader, i, submission, cfg);
-    send({ type: "check-end", index: i, result });
-    currentCheck = null;
+  const selected = cfg.only ? resolveOnly(grader, cfg.only) : grader.checks.map((_, i) => i);
+  send({ type: "plan", checks: selected.map((i) => grader.checks[i]!.name) });
+  const exports = await loadSubmission(cfg);
+  checkExports(exports, grader.exports);
+
+  // A vhost of its own: whatever the learner's code declares goes when the grading ends.
+  let amqpUrl = cfg.amqpUrl;
+  let vhost: GradingVhost | null = null;
+  if (cfg.brokers.includes("rabbitmq")) {
+    vhost = await GradingVhost.create(cfg.amqpUrl, `msglab-${cfg.runId}`);
+    if (vhost.name) send({ type: "resource", kind: "vhost", name: vhost.name });
+    if (vhost.warning) send({ type: "warning", message: vhost.warning });
+    amqpUrl = vhost.url;
   }
+  const leftovers = cfg.brokers.includes("kafka") ? await KafkaLeftovers.snapshot(cfg.kafkaBrokers) : null;
+  cleanupOnExit = async () => {
+    await Promise.allSettled([vhost?.delete(), leftovers?.sweep(`msglab-${cfg.runId}`, `msglab.${cfg.runId}`)]);
+  };
+
+  for (let k = 0; k < selected.length; k++) {
+    const i = selected[k]!;
+    const check = grader.checks[i]!;
+    send({ type: "check-start", index: i, name: check.name });
+    const result = await runCheck(grader, i, cfg, amqpUrl, k < selected.length - 1);
+    send({ type: "check-end", index: i, result });
+  }
+  if (spare) void spare.kill();
+  await killAllHosts();
+  await within(4000, cleanupOnExit()).catch(() => {});
+  if (vhost?.name) send({ type: "released", kind: "vhost", name: vhost.name });
+  const warnings = leftovers?.warnings ?? [];
+  for (const w of warnings) send({ type: "warning", message: w });
   send({ type: "done" });
-  // The learner's code may leave sockets and timers behind; the run is over regardless.
-  realExit(0);
+  process.exit(0);
 }
+
+let cleanupOnExit: () => Promise<void> = async () => {};
+
+/** `--only` names or 1-based numbers, as check indexes; a usage error lists the checks. */
+function resolveOnly(grader: Grader<unknown>, only: string[]): number[] {
+  const names = grader.checks.map((c) => c.name);
+  const out: number[] = [];
+  for (const raw of only) {
+    const v = raw.trim();
+    const n = /^\d+$/.test(v) ? Number(v) - 1 : names.indexOf(v);
+    if (n < 0 || n >= names.length) {
+      const list = names.map((c, i) => `  ${i + 1}. ${c}`).join("\n");
+      abort("usage", `--only: this exercise has no check "${v}". Its checks are:\n${list}`);
+    }
+    if (!out.includes(n)) out.push(n);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/** Stops at once, cleaning up: the CLI was interrupted, or died (its end of stdin closed). */
+async function interrupted(why: string): Promise<void> {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  await killAllHosts();
+  await within(1500, cleanupOnExit()).catch(() => {});
+  send({ type: "interrupted", why });
+  process.exit(0);
+}
+process.on("SIGTERM", () => void interrupted("SIGTERM"));
+process.on("SIGINT", () => void interrupted("SIGINT"));
+process.stdin.on("end", () => void interrupted("the CLI went away"));
+process.stdin.on("error", () => void interrupted("the CLI went away"));
+process.stdin.resume();
+// Belt and braces: if the parent is gone but stdin somehow is not closed.
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) void interrupted("the CLI went away");
+}, 500).unref();
 
 await main(config);

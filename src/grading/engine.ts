@@ -3,7 +3,6 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { createRequire } from "node:module";
 import type { Exercise } from "../catalog/types.ts";
 import type { LabConfig } from "../config.ts";
 import { usageError } from "../errors.ts";
@@ -11,7 +10,10 @@ import { deleteKafkaResources } from "../kit/kafka.ts";
 import { deleteRabbitResources } from "../kit/rabbit.ts";
 import { newSeed } from "../kit/rng.ts";
 import { LAB_ROOT } from "../paths.ts";
+import { builtPath, labBuild } from "../build/lab-build.mjs";
+import { deleteVhost } from "../brokers/rabbit-admin.ts";
 import type { ChildConfig } from "./child.ts";
+import { sandboxMode, type SandboxMode } from "./sandbox.ts";
 import type { ChildMessage, ResourceKind } from "./protocol.ts";
 import { overallStatus, RESULT_VERSION, type CheckResult, type RunResult } from "./result.ts";
 
@@ -20,12 +22,18 @@ export interface GradeOptions {
   seed?: number | undefined;
   /** Overrides the exercise's hard timeout, in ms. */
   timeoutMs?: number | undefined;
+  /** Only these checks (names or 1-based numbers); all when absent. */
+  only?: string[] | undefined;
+  /** Memory cap of each submission host, in MiB (default: the exercise's, else 512). */
+  memoryMb?: number | undefined;
+  /** Forces a sandbox mode (tests run the hostile suite under both). */
+  sandbox?: SandboxMode | undefined;
+  /** Stops the grading early (Ctrl-C): the result is `interrupted`. */
+  signal?: AbortSignal | undefined;
 }
 
-const CHILD = join(LAB_ROOT, "src", "grading", "child.ts");
-const HOOKS = join(LAB_ROOT, "src", "grading", "register-hooks.mjs");
-const TSX = createRequire(import.meta.url).resolve("tsx");
 const OUTPUT_TAIL = 4000;
+export const DEFAULT_MEMORY_MB = 512;
 
 /**
  * Grades one submission against one exercise in a child process with a hard timeout.
@@ -43,10 +51,11 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
   mkdirSync(tmpRoot, { recursive: true });
   const timeoutMs = opts.timeoutMs ?? exercise.timeoutMs;
   const started = performance.now();
+  const build = await labBuild();
   const childConfig: ChildConfig = {
     exercise: exercise.id,
     brokers: exercise.brokers,
-    graderPath: exercise.graderPath,
+    graderPath: builtPath(build, exercise.graderPath),
     submissionPath: submission,
     seed,
     amqpUrl: opts.config.amqpUrl,
@@ -54,15 +63,22 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
     runId,
     tmpRoot,
     deadline: Date.now() + timeoutMs,
+    hostMain: join(build, "host", "main.js"),
+    labRoot: LAB_ROOT,
+    nodeModules: join(LAB_ROOT, "node_modules"),
+    sandbox: opts.sandbox ?? sandboxMode(),
+    memoryMb: opts.memoryMb ?? exercise.memoryMb ?? DEFAULT_MEMORY_MB,
+    only: opts.only ?? null,
   };
 
   const messages: ChildMessage[] = [];
   let output = "";
-  const child = spawn(process.execPath, ["--import", TSX, "--import", HOOKS, CHILD], {
+  const child = spawn(process.execPath, [join(build, "lab", "src", "grading", "child.js")], {
     cwd: tmpRoot,
-    // Its own process group: on a timeout the whole tree goes, including anything it spawned.
+    // Its own process group: on a timeout the whole tree goes, hosts included. Its stdin is a
+    // pipe from here: when this process dies, the child sees it close and cleans up at once.
     detached: true,
-    stdio: ["ignore", "pipe", "pipe", "pipe"],
+    stdio: ["pipe", "pipe", "pipe", "pipe"],
     env: {
       ...process.env,
       MSGLAB_CHILD: "1",
@@ -71,6 +87,7 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
       NODE_OPTIONS: "",
     },
   });
+  child.stdin!.on("error", () => {});
   const keep = (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-OUTPUT_TAIL);
   };
@@ -103,23 +120,37 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
     timedOut = true;
     killGroup();
   }, timeoutMs);
-  // If the CLI itself is interrupted, the grading tree must not outlive it.
-  const onSignal = () => killGroup();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  // Interrupted (Ctrl-C): the child cleans up and exits; if it lingers, the group goes.
+  let interrupted = false;
+  let hardKill: NodeJS.Timeout | undefined;
+  const onInterrupt = () => {
+    if (interrupted) return;
+    interrupted = true;
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // gone
+    }
+    hardKill = setTimeout(killGroup, 2500);
+  };
+  if (opts.signal?.aborted) onInterrupt();
+  opts.signal?.addEventListener("abort", onInterrupt, { once: true });
   const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => {
     child.once("close", (code, signal) => done({ code, signal }));
   });
   clearTimeout(timer);
+  clearTimeout(hardKill);
   killGroup(); // stray grandchildren of a finished child
-  process.off("SIGINT", onSignal);
-  process.off("SIGTERM", onSignal);
+  opts.signal?.removeEventListener("abort", onInterrupt);
 
   await cleanupLeftovers(messages, opts.config);
   rmSync(tmpRoot, { recursive: true, force: true });
 
-  const { checks, message } = interpret(messages, { timedOut, timeoutMs, exit, output });
+  const usage = messages.find((m) => m.type === "abort" && m.reason === "usage");
+  if (usage && usage.type === "abort") throw usageError(usage.message);
+  const { checks, message } = interpret(messages, { timedOut, timeoutMs, exit, output, interrupted });
   const status = overallStatus(checks);
+  const warnings = messages.flatMap((m) => (m.type === "warning" ? [m.message] : []));
   return {
     version: RESULT_VERSION,
     exercise: exercise.id,
@@ -132,8 +163,12 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
     durationMs: Math.round(performance.now() - started),
     checks,
     output: output.trim() ? output.trim() : null,
+    warnings,
+    sandbox: childConfig.sandbox,
+    ...(interrupted ? { interrupted: true } : {}),
   };
 }
+
 
 function summary(checks: CheckResult[]): string {
   const passed = checks.filter((c) => c.status === "pass").length;
@@ -146,7 +181,7 @@ function summary(checks: CheckResult[]): string {
 /** Turns the child's messages and its exit into per-check results, in the grader's order. */
 export function interpret(
   messages: ChildMessage[],
-  run: { timedOut: boolean; timeoutMs: number; exit: { code: number | null; signal: NodeJS.Signals | null }; output: string },
+  run: { timedOut: boolean; timeoutMs: number; exit: { code: number | null; signal: NodeJS.Signals | null }; output: string; interrupted?: boolean },
 ): { checks: CheckResult[]; message: string | null } {
   const plan = messages.find((m) => m.type === "plan")?.checks ?? [];
   const ended = new Map<string, CheckResult>();
@@ -159,14 +194,12 @@ export function interpret(
     }
   }
   const abort = messages.find((m) => m.type === "abort");
-  const exitCalled = messages.find((m) => m.type === "exit-called");
   const done = messages.some((m) => m.type === "done");
 
   let message: string | null = null;
-  if (abort) message = abort.message;
-  else if (exitCalled) {
-    message = `Your code called process.exit(${exitCalled.code})${exitCalled.during ? ` during "${exitCalled.during}"` : " while loading"}, which ends the grader too. Remove the call: return or throw instead.`;
-  } else if (run.timedOut) {
+  if (run.interrupted || messages.some((m) => m.type === "interrupted")) message = "Interrupted (Ctrl-C): grading stopped; nothing was recorded.";
+  else if (abort) message = abort.message;
+  else if (run.timedOut) {
     message = `Grading timed out after ${run.timeoutMs} ms${running ? ` during "${running}"` : ""}: something never returns (a busy loop, or a promise that never settles). Find the loop or the missing resolve; \`--timeout\` raises the limit.`;
   } else if (!done) {
     const how = run.exit.signal ? `was killed by ${run.exit.signal}` : `exited with code ${run.exit.code}`;
@@ -207,5 +240,6 @@ async function cleanupLeftovers(messages: ChildMessage[], config: LabConfig): Pr
     if (m.type === "resource" && !released.has(`${m.kind}:${m.name}`)) left.push({ kind: m.kind, name: m.name });
   }
   if (left.length === 0) return;
-  await Promise.allSettled([deleteRabbitResources(config.amqpUrl, left), deleteKafkaResources(config.kafkaBrokers, left)]);
+  const vhosts = left.filter((r) => r.kind === "vhost").map((r) => deleteVhost(config.amqpUrl, r.name));
+  await Promise.allSettled([...vhosts, deleteRabbitResources(config.amqpUrl, left), deleteKafkaResources(config.kafkaBrokers, left)]);
 }

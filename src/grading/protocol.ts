@@ -12,11 +12,12 @@ export type ChildMessage =
   | { type: "check-start"; index: number; name: string }
   | { type: "check-end"; index: number; result: CheckResult }
   | { type: "abort"; reason: AbortReason; message: string }
-  | { type: "exit-called"; code: number; during: string | null }
+  | { type: "warning"; message: string }
+  | { type: "interrupted"; why: string }
   | { type: "done" };
 
-export type ResourceKind = "queue" | "exchange" | "topic" | "group";
-export type AbortReason = "broker" | "syntax" | "load" | "missing-export" | "grader";
+export type ResourceKind = "queue" | "exchange" | "topic" | "group" | "vhost";
+export type AbortReason = "broker" | "syntax" | "load" | "missing-export" | "grader" | "usage";
 
 export const CHANNEL_FD = 3;
 

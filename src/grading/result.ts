@@ -28,6 +28,12 @@ export interface RunResult {
   checks: CheckResult[];
   /** The tail of what the submission printed, when it helps explain an error. */
   output: string | null;
+  /** What the lab could not guarantee for this run (no vhost of its own, say). */
+  warnings: string[];
+  /** How the submission was isolated: "bwrap" (bubblewrap + Node's permission model) or "permission" (the model alone). */
+  sandbox: "bwrap" | "permission";
+  /** Present when Ctrl-C stopped the grading: the result is not an attempt. */
+  interrupted?: true;
 }
 
 /** error wins over fail, fail over pass: the run is only as good as its worst check. */

@@ -3,15 +3,31 @@ import type { Namespace } from "./names.ts";
 import type { RabbitKit } from "./rabbit.ts";
 import type { KafkaKit } from "./kafka.ts";
 import type { ChaosProxy } from "./proxy.ts";
-import type { CrashHarness } from "./crash.ts";
+import type { Host } from "./host.ts";
 
 /** What the submission must export: the engine checks these before any check runs. */
 export type ExportSpec<S> = { [K in keyof S & string]: "function" | "class" | "object" };
 
+/** The learner's exports as seen from the grader: every call crosses to a host and is async. */
+export type Learner<S> = { [K in keyof S]: S[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never };
+
 /** Everything a check gets. Nothing here is shared with another check. */
 export interface CheckContext<S> {
-  /** The learner's module, already checked against the grader's `exports`. */
-  submission: S;
+  /**
+   * The learner's module in this check's first submission host (started on first use): each
+   * call runs there, sandboxed, and resolves with what it returned. Arguments cross as data,
+   * callbacks into the grader, or capabilities made with `host.cap(...)`.
+   */
+  learner: Learner<S>;
+  /** The host behind `learner` (started on first use). */
+  learnerHost(): Promise<Host>;
+  /** Another submission host for this check, e.g. a second process or a restart after a crash. Killed when the check ends. */
+  host(opts?: { memoryMb?: number }): Promise<Host>;
+  /** Marks a callback the host must call synchronously (`random()`, `clock.now()`): it blocks there until the grader answers. */
+  sync<F extends (...args: never[]) => unknown>(fn: F): F;
+  /** This grading's RabbitMQ URL (its own vhost): for the grader's connections and the learner's. */
+  amqpUrl: string;
+  kafkaBrokers: string[];
   /** This check's seed (derived from the run's seed and the check's name). */
   seed: number;
   rng: Rng;
@@ -19,10 +35,6 @@ export interface CheckContext<S> {
   names: Namespace;
   rabbit: RabbitKit;
   kafka: KafkaKit;
-  /** The learner's file, for graders that run it in worker processes. */
-  submissionPath: string;
-  /** Runs the learner's code in worker processes the grader can SIGKILL; all reaped after the check. */
-  workers: CrashHarness;
   /** A chaos proxy in front of RabbitMQ (ephemeral port), closed after the check. */
   proxy(): Promise<ChaosProxy>;
   /** A fresh temp folder for this check (SQLite files and the like); removed afterwards. */
@@ -36,7 +48,7 @@ export interface CheckContext<S> {
    * that have no event to wait on; the message becomes the failure when time runs out (a function
    * is called then, so it can report the last thing observed).
    */
-  waitFor(condition: () => boolean | Promise<boolean>, opts: { timeoutMs: number; message: string | (() => string); intervalMs?: number }): Promise<void>;
+  waitFor<V>(condition: () => V | Promise<V>, opts: { timeoutMs: number; message: string | (() => string); intervalMs?: number }): Promise<NonNullable<V>>;
   /**
    * Awaits something the learner's code returned, failing the check (not hanging it) when it
    * does not settle in time. `what` names it for the message: "publishOrder()".
@@ -56,6 +68,12 @@ export interface Check<S> {
 
 export interface Grader<S> {
   exports: ExportSpec<S>;
+  /**
+   * One learner host for every check of a grading (until a check kills it) instead of a fresh
+   * one per check. For exercises whose exports are plain functions of their arguments: a host
+   * start is most of such a check's time. A fresh process is still one `t.host()` away.
+   */
+  shareLearnerHost?: boolean;
   checks: Check<S>[];
 }
 

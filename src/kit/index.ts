@@ -8,7 +8,7 @@ export { RabbitKit } from "./rabbit.ts";
 export { KafkaKit } from "./kafka.ts";
 export { describe as describeValue } from "./describe.ts";
 export { ChaosProxy, isConfirm, type AmqpFrame, type Direction } from "./proxy.ts";
-export { CrashHarness, Worker, type WorkerEvent, type WorkerOptions, type CheckpointDecision } from "./crash.ts";
+export { Host, HostGone, sync, type HostEnd, type Remote } from "./host.ts";
 export { VirtualClock, type Clock } from "./clock.ts";
 export { History, type HistoryEvent, type HistoryKind } from "./history.ts";
 export { waitForTopicLeaders, type TopicSpec } from "./kafka.ts";

@@ -21,6 +21,8 @@ const result = (exercise: string, status: RunResult["status"]): RunResult => ({
   durationMs: 1,
   checks: [],
   output: null,
+  warnings: [],
+  sandbox: "bwrap",
 });
 
 describe("ProgressStore", () => {

@@ -1,5 +1,5 @@
 import { CheckFailure, VirtualClock, defineGrader, describeValue } from "../../../src/kit/index.ts";
-import type { CheckContext, Rng } from "../../../src/kit/index.ts";
+import type { CheckContext, Host, Rng } from "../../../src/kit/index.ts";
 import type { Retry, RetryOptions } from "../../../src/contracts/retry-backoff.ts";
 
 interface Submission {
@@ -49,10 +49,10 @@ class WatchedClock extends VirtualClock {
   }
 }
 
-function ticks(n = 5): Promise<void> {
-  let p = Promise.resolve();
-  for (let i = 0; i < n; i++) p = p.then(() => new Promise<void>((r) => setImmediate(r)));
-  return p;
+/** A few turns here, then a few in the learner's host: its reaction to what just happened has arrived. */
+async function ticks(host: Host): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
+  await host.turns();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,6 +169,7 @@ class Run {
 
   constructor(
     readonly t: T,
+    readonly host: Host,
     readonly plan: Plan,
     readonly signal?: AbortSignal,
   ) {
@@ -186,18 +187,20 @@ class Run {
       baseDelayMs: plan.baseDelayMs,
       maxDelayMs: plan.maxDelayMs,
       jitter: plan.jitter,
-      random: () => {
+      // Synchronous in the contract, so a blocking call into the grader: counted here, exactly.
+      random: this.t.sync(() => {
         const v = plan.randoms[this.randomCalls] ?? 0.5;
         this.randomCalls++;
         return v;
-      },
+      }),
     };
     if (plan.fatal) {
       const fatal = plan.fatal;
-      options.isRetryable = (error: unknown) => {
+      // What the learner passes comes back as the very value the operation threw (wire identity).
+      options.isRetryable = this.t.sync((error: unknown) => {
         this.retryableArgs.push(error);
         return !fatal.has(error);
-      };
+      });
     }
     if (this.signal) options.signal = this.signal;
     const operation = (attempt: number, signal: AbortSignal | undefined): Promise<unknown> => {
@@ -213,12 +216,11 @@ class Run {
       // Settle a turn later, as real I/O would: the attempt is really in flight for a moment.
       return new Promise((resolve, reject) => setImmediate(() => (step.ok ? resolve(step.value) : reject(step.error))));
     };
-    let p: Promise<unknown>;
-    try {
-      p = Promise.resolve(this.t.submission.retry(operation, options, this.clock));
-    } catch (e) {
-      p = Promise.reject(e);
-    }
+    // The learner's clock: `now()` answers synchronously from the grader's virtual time, and
+    // `sleep(ms, signal)` is the grader's, so every request is seen and time moves only here.
+    const clock = this.clock;
+    const learnerClock = { now: this.t.sync(() => clock.now()), sleep: (ms: number, signal?: AbortSignal) => clock.sleep(ms, signal) };
+    const p = this.host.call<unknown>("retry", operation, options, learnerClock);
     p.then(
       (value) => {
         this.settled = { ok: true, value };
@@ -284,9 +286,9 @@ class Run {
 
   /** After the end: move time far ahead and give stray code a few turns, so late attempts show. */
   async settle(): Promise<void> {
-    await ticks();
+    await ticks(this.host);
     await this.clock.advance(10_000_000);
-    await ticks();
+    await ticks(this.host);
   }
 
   nonZeroSleeps(): number[] {
@@ -381,7 +383,7 @@ class Run {
 
 /** Plays a whole plan and checks it against the model. */
 async function play(t: T, plan: Plan, about = ""): Promise<Run> {
-  const run = new Run(t, plan);
+  const run = new Run(t, await t.learnerHost(), plan);
   run.start();
   await run.drive();
   run.verify(model(plan), about);
@@ -424,6 +426,8 @@ function expectAbortRejection(t: T, run: Run, reason: unknown, ctx: string): voi
 
 export default defineGrader<Submission>({
   exports: { retry: "function" },
+  // retry() is a function of its arguments: one host serves every check (a fresh one after a failure).
+  shareLearnerHost: true,
   checks: [
     {
       name: "a first-try success returns its value without sleeping",
@@ -531,7 +535,7 @@ export default defineGrader<Submission>({
           randoms: randoms(t.rng, 3 * maxAttempts + 10, 0.35, 0.999),
           steps: steps(t.rng, maxAttempts, null, "bound"),
         };
-        const run = new Run(t, plan);
+        const run = new Run(t, await t.learnerHost(), plan);
         run.start();
         await run.drive();
         const over = run.clock.requests.find((r) => r.ms < 0 || r.ms >= plan.maxDelayMs);
@@ -648,7 +652,7 @@ export default defineGrader<Submission>({
           steps: steps(t.rng, maxAttempts, null, "sleep-abort"),
         };
         const { controller, abort, label } = newAbort(t.rng);
-        const run = new Run(t, plan, controller.signal);
+        const run = new Run(t, await t.learnerHost(), plan, controller.signal);
         run.start();
         // Play normally until attempt k has failed and its sleep is running.
         await run.drive(() => run.attempts.length === k && run.clock.nextWake() !== null);
@@ -688,7 +692,7 @@ export default defineGrader<Submission>({
         };
         const { controller, abort, label } = newAbort(t.rng);
         abort();
-        const run = new Run(t, plan, controller.signal);
+        const run = new Run(t, await t.learnerHost(), plan, controller.signal);
         run.start();
         const ctx = `With ${showPlan(plan)} and a signal that was already aborted (${label}) when retry() was called`;
         await run.until(
@@ -720,7 +724,7 @@ export default defineGrader<Submission>({
           steps: s,
         };
         const { controller, abort, label } = newAbort(t.rng);
-        const run = new Run(t, plan, controller.signal);
+        const run = new Run(t, await t.learnerHost(), plan, controller.signal);
         run.start();
         await run.drive(() => run.attempts.length >= k);
         if (run.attempts.length !== k || !run.held) {
@@ -736,6 +740,8 @@ export default defineGrader<Submission>({
           );
         }
         abort();
+        // A signal the learner derived (AbortSignal.any) aborts in its host first; let it say so.
+        await ticks(run.host);
         const missed = received.findIndex((sig) => (sig as AbortSignal).aborted !== true);
         if (missed >= 0) {
           t.fail(`${ctx}: the signal that attempt ${missed + 1} received did not report the abort; pass options.signal itself to the operation.`);

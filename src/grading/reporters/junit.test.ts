@@ -14,6 +14,8 @@ const result: RunResult = {
   maxScore: 3,
   durationMs: 1200,
   output: null,
+  warnings: [],
+  sandbox: "bwrap",
   checks: [
     { name: "ok <one>", status: "pass", message: null, hint: null, durationMs: 5 },
     { name: "bad", status: "fail", message: 'saw "x" < expected\u0001', hint: "look", durationMs: 6 },

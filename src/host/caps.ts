@@ -1,0 +1,115 @@
+/**
+ * Capabilities: the live objects a grader hands a submission, built here inside the host from
+ * plain descriptions, because a connection or a database handle cannot cross a process boundary.
+ * The grader picks every address (often its chaos proxy) and every path (inside the host's own
+ * folder). What the learner then does with them is observed from outside: on the broker, on the
+ * proxy's wire, in the SQLite file.
+ */
+import { isAbsolute, relative, resolve } from "node:path";
+
+// Libraries load on first use (a host for a SQLite exercise never pays for kafkajs). The
+// lab's build rewrites these imports to the lab's own node_modules.
+const libs = {
+  amqplib: () => import("amqplib"),
+  kafkajs: () => import("kafkajs"),
+  sqlite: async () => (await import("better-sqlite3")).default,
+};
+
+export interface CapContext {
+  /** The host's own writable folder. */
+  dir: string;
+  /** Closed when the host exits cleanly (it usually does not: checks end with SIGKILL). */
+  closers: (() => unknown)[];
+}
+
+type Builder = (opts: Record<string, unknown>, ctx: CapContext) => unknown;
+
+function str(opts: Record<string, unknown>, key: string): string {
+  const v = opts[key];
+  if (typeof v !== "string") throw new TypeError(`capability option "${key}" must be a string`);
+  return v;
+}
+
+const quiet = () => {};
+
+const builders: Record<string, Builder> = {
+  /** An amqplib connection (ChannelModel) to the URL the grader chose. */
+  async "amqp.connection"(opts, ctx) {
+    const amqp = await libs.amqplib();
+    const conn = await amqp.connect(str(opts, "url"));
+    // The environment's own connection: a late error on it is not the learner's crash.
+    conn.on("error", quiet);
+    ctx.closers.push(() => conn.close().catch(quiet));
+    return conn;
+  },
+
+  /** A channel (optionally a confirm channel) on a fresh connection of its own. */
+  async "amqp.channel"(opts, ctx) {
+    const conn = (await builders["amqp.connection"]!(opts, ctx)) as import("amqplib").ChannelModel;
+    const ch = opts.confirm === true ? await conn.createConfirmChannel() : await conn.createChannel();
+    ch.on("error", quiet);
+    return ch;
+  },
+
+  /** A kafkajs client for the given brokers, with quiet logs and test-friendly timeouts. */
+  async "kafka.client"(opts) {
+    const { Kafka, logLevel } = await libs.kafkajs();
+    const brokers = opts.brokers;
+    if (!Array.isArray(brokers) || brokers.some((b) => typeof b !== "string")) throw new TypeError('capability option "brokers" must be a list of host:port');
+    const config = (opts.config ?? {}) as Record<string, unknown>;
+    return new Kafka({
+      clientId: typeof opts.clientId === "string" ? opts.clientId : "msglab-learner",
+      brokers: brokers as string[],
+      logLevel: logLevel.NOTHING,
+      connectionTimeout: 3000,
+      retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 1000 },
+      ...config,
+    });
+  },
+
+  /** A better-sqlite3 database in the host's folder, with the pragmas the grader asks for. */
+  async "sqlite.open"(opts, ctx) {
+    const Database = await libs.sqlite();
+    const path = resolve(ctx.dir, str(opts, "path"));
+    const rel = relative(ctx.dir, path);
+    if (rel.startsWith("..") || isAbsolute(rel)) throw new Error(`sqlite.open: ${path} is outside the host's folder`);
+    const db = new Database(path, opts.readonly === true ? { readonly: true, fileMustExist: true } : {});
+    for (const p of (opts.pragmas ?? []) as string[]) db.pragma(p);
+    if (typeof opts.exec === "string") db.exec(opts.exec);
+    ctx.closers.push(() => db.close());
+    return db;
+  },
+
+  /**
+   * A function whose effect is one SQL write through the learner's own handle (so inside the
+   * learner's transaction when they call it in one), with the grader's say before and after:
+   * `before(args, { inTransaction })` returns the statement's parameters or throws; `after`
+   * runs once the row is written. Both are synchronous calls into the grader, so the grader can
+   * SIGKILL the host at either point, exactly.
+   */
+  "sqlite.effect"(opts) {
+    const db = opts.db as import("better-sqlite3").Database;
+    const sql = str(opts, "sql");
+    const before = opts.before as (args: unknown[], state: { inTransaction: boolean }) => unknown[];
+    const after = opts.after as ((args: unknown[]) => void) | undefined;
+    if (typeof before !== "function") throw new TypeError('capability option "before" must be a function');
+    const stmt = db.prepare(sql);
+    return (...args: unknown[]) => {
+      const params = before(args, { inTransaction: db.inTransaction });
+      stmt.run(...(params as unknown[]));
+      after?.(args);
+    };
+  },
+
+  /** An AbortController: the learner gets `signal`, the grader calls `abort(reason)`. */
+  abort() {
+    const controller = new AbortController();
+    return { signal: controller.signal, abort: (reason: unknown) => controller.abort(reason) };
+  },
+};
+
+export function buildCap(kind: string, opts: unknown, ctx: CapContext): unknown {
+  const b = builders[kind];
+  if (!b) throw new Error(`unknown capability "${kind}"`);
+  return b((opts ?? {}) as Record<string, unknown>, ctx);
+}

@@ -1,0 +1,168 @@
+/**
+ * The submission host: a process that loads the learner's module, and nothing else of the lab,
+ * and runs the calls its grader sends. It runs sandboxed (bubblewrap and/or Node's permission
+ * model, see src/grading/sandbox.ts) and it is untrusted: the learner's code shares it.
+ *
+ * Channels (set up by the grader that spawned it):
+ *   fd 3  host → grader: every message, written synchronously, so order is exact and nothing
+ *         sent before a SIGKILL is lost;
+ *   fd 4  grader → host: calls, replies and settlements, read asynchronously;
+ *   fd 5  grader → host: the replies to synchronous calls, read blocking.
+ * When fd 4 ends, the grader is gone, and so is the host.
+ */
+import { createReadStream, readSync, writeSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { buildCap, type CapContext } from "./caps.ts";
+import { guardSqlite, lockAddons } from "./guards.ts";
+import { LineReader, Peer, type Msg, type Target } from "./wire.ts";
+
+interface HostConfig {
+  /** The compiled submission (one ESM file). */
+  bundle: string;
+  /** The host's own writable folder. */
+  dir: string;
+  /** Native libraries to load (and guard) before addons are locked. */
+  preload: string[];
+  /** The lab's node_modules (read-only). */
+  nodeModules: string;
+}
+
+const OUT = 3;
+const IN = 4;
+const SYNC_IN = 5;
+
+const config = JSON.parse(process.argv[2] ?? "null") as HostConfig | null;
+if (!config) {
+  process.stderr.write("msglab's submission host must be started by a grader.\n");
+  process.exit(2);
+}
+
+// Taken before the learner's code loads, so a patched global cannot garble the channel.
+const stringify = JSON.stringify;
+const parse = JSON.parse;
+const realExit = (process as unknown as { reallyExit(code: number): never }).reallyExit.bind(process);
+
+function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text, "utf8");
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(fd, buf, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
+    }
+  }
+}
+
+const syncBuf = Buffer.alloc(1 << 16);
+let syncPending = "";
+function readLineSync(): string {
+  for (;;) {
+    const nl = syncPending.indexOf("\n");
+    if (nl >= 0) {
+      const line = syncPending.slice(0, nl);
+      syncPending = syncPending.slice(nl + 1);
+      return line;
+    }
+    let n: number;
+    try {
+      n = readSync(SYNC_IN, syncBuf, 0, syncBuf.length, null);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EAGAIN") continue;
+      throw e;
+    }
+    if (n === 0) {
+      // The grader went away while this call waited for it.
+      realExit(0);
+    }
+    syncPending += syncBuf.toString("utf8", 0, n);
+  }
+}
+
+let dead = false;
+function post(msg: Msg): void {
+  if (dead) return;
+  try {
+    writeAll(OUT, stringify(msg) + "\n");
+  } catch {
+    // The grader is gone; there is nobody to run for.
+    dead = true;
+    realExit(0);
+  }
+}
+
+const ctx: CapContext = { dir: config.dir, closers: [] };
+let mod: Record<string, unknown> = {};
+
+const peer = new Peer(
+  {
+    send: post,
+    sendSync(msg) {
+      post(msg);
+      return parse(readLineSync()) as Msg;
+    },
+  },
+  (to: Target, args: unknown[]) => {
+    if ("export" in to) {
+      const fn = mod[to.export];
+      if (typeof fn !== "function") throw new TypeError(`\`${to.export}\` is not an exported function of your module`);
+      return Reflect.apply(fn as (...a: unknown[]) => unknown, undefined, args);
+    }
+    if ("cap" in to) return buildCap(to.cap, args[0], ctx);
+    if ("builtin" in to) {
+      if (to.builtin === "memory") return process.memoryUsage();
+      // A few turns of the host's event loop: what the learner's code does "right after" has
+      // been done, and said, by the time this answers.
+      if (to.builtin === "turns") {
+        let p = Promise.resolve();
+        for (let i = 0; i < Number(args[0] ?? 5); i++) p = p.then(() => new Promise<void>((r) => setImmediate(r)));
+        return p;
+      }
+      if (to.builtin === "get") return mod[String(args[0])];
+    }
+    throw new Error("unknown call target");
+  },
+  2,
+);
+
+// process.exit would end the host silently; say who did it, then exit as asked.
+const exitWith = (code?: unknown) => {
+  const n = typeof code === "number" ? code : Number(code ?? 0) || 0;
+  post({ t: "exit-called", code: n });
+  realExit(n);
+};
+process.exit = exitWith as typeof process.exit;
+
+// An error thrown in a callback outside any awaited promise would kill the host; the grader
+// charges it to the running check instead.
+const escaped = (e: unknown) => {
+  try {
+    post({ t: "escaped", error: peer.encode(e) });
+  } catch {
+    post({ t: "escaped", error: String(e) });
+  }
+};
+process.on("uncaughtException", escaped);
+process.on("unhandledRejection", escaped);
+
+for (const lib of config.preload) {
+  if (lib === "better-sqlite3") await guardSqlite(config.dir, config.nodeModules);
+}
+await lockAddons();
+
+const input = createReadStream("", { fd: IN, highWaterMark: 1 << 16 });
+const lines = new LineReader((line) => peer.receive(parse(line) as Msg));
+input.on("data", (chunk) => lines.push(chunk as Buffer));
+// The grader closed its end: it finished, or it died. Either way the host's run is over.
+input.on("end", () => realExit(0));
+input.on("error", () => realExit(0));
+
+try {
+  mod = (await import(pathToFileURL(config.bundle).href)) as Record<string, unknown>;
+} catch (e) {
+  post({ t: "load-failed", error: peer.encode(e) });
+  realExit(1);
+}
+const exportsInfo: Record<string, string> = {};
+for (const [k, v] of Object.entries(mod)) exportsInfo[k] = typeof v === "function" && /^class\b/.test(Function.prototype.toString.call(v)) ? "class" : typeof v;
+post({ t: "ready", exports: exportsInfo });
