@@ -1,7 +1,12 @@
 /**
  * The course's own proof, for every exercise in the course list: the reference passes, the
- * untouched scaffold fails, and every mutant in test/mutants/<slug>/ fails on the checks it
- * targets. A grader that passes a wrong solution is the worst bug this project can have.
+ * untouched scaffold fails, every mutant in test/mutants/<slug>/ fails on the checks it
+ * targets, and every valid alternative in test/valid/<slug>/ passes. A grader that passes a
+ * wrong solution is the worst bug this project can have; one that rejects a correct design is
+ * the second worst.
+ *
+ * A mutant is graded on its targets alone (`--only`): that is the claim, and it keeps the
+ * suite fast. The reference and the alternatives are graded on every check.
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
@@ -9,7 +14,7 @@ import { loadCourse } from "../src/catalog/load.ts";
 import { loadConfig } from "../src/config.ts";
 import { gradeSubmission } from "../src/grading/engine.ts";
 import type { RunResult } from "../src/grading/result.ts";
-import { mutantsOf } from "./support/mutants.ts";
+import { mutantsOf, validOf } from "./support/mutants.ts";
 
 const config = loadConfig();
 
@@ -40,9 +45,21 @@ for (const ex of loadCourse()) {
       }
     });
 
+    const valid = validOf(ex.id);
+    it("has at least two valid alternatives, each saying how its design differs", () => {
+      expect(valid.length).toBeGreaterThanOrEqual(2);
+      for (const v of valid) expect(v.design, `${v.file} needs a "// Valid: …" line`).not.toBe("");
+    });
+    for (const v of valid) {
+      it(`passes valid alternative ${v.name}: ${v.design}`, async () => {
+        const r = await gradeSubmission(ex, v.file, { config });
+        expect(r.status, explain(r)).toBe("pass");
+      });
+    }
+
     for (const m of mutants) {
       it(`rejects mutant ${m.name}: ${m.models}`, async () => {
-        const r = await gradeSubmission(ex, m.file, { config });
+        const r = await gradeSubmission(ex, m.file, { config, only: m.targets });
         expect(r.status, explain(r)).toBe("fail");
         for (const target of m.targets) {
           const c = r.checks.find((x) => x.name === target);
