@@ -88,6 +88,7 @@ function hostSpec(cfg: ChildConfig, memoryMb = cfg.memoryMb): HostSpec {
     read: [cfg.nodeModules, join(cfg.hostMain, ".."), join(bundle, "..")],
     labRoot: cfg.labRoot,
     dir,
+    shared: [join(cfg.tmpRoot, "shared")],
     network: cfg.brokers.some((b) => b === "rabbitmq" || b === "kafka"),
     preload: cfg.brokers.includes("sqlite") ? ["better-sqlite3"] : [],
     memoryMb,
@@ -144,6 +145,7 @@ async function loadSubmission(cfg: ChildConfig): Promise<Record<string, string>>
     abort("syntax", `Syntax error in your file: ${compiled.message}. Fix it and run again.`);
   }
   bundle = compiled.bundle;
+  mkdirSync(join(cfg.tmpRoot, "shared"), { recursive: true });
   const first = spawnHost(cfg);
   try {
     const exports = await first.ready;
@@ -196,6 +198,8 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   const kafka = new KafkaKit(cfg.kafkaBrokers, `msglab-${cfg.runId}`);
   const tmpDir = join(cfg.tmpRoot, `check-${index}`);
   mkdirSync(tmpDir, { recursive: true });
+  const sharedDir = join(cfg.tmpRoot, "shared", `c${index}`);
+  mkdirSync(sharedDir, { recursive: true });
   const deferred: (() => unknown)[] = [];
   const hosts: Host[] = [];
   let firstHost: Promise<Host> | null = null;
@@ -225,6 +229,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
     sync: markSync,
     amqpUrl,
     kafkaBrokers: cfg.kafkaBrokers,
+    sharedDir,
     async proxy() {
       const proxy = await ChaosProxy.start(amqpHostPort(amqpUrl));
       deferred.push(() => proxy.close());
@@ -310,6 +315,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   await within(5000, Promise.all(hosts.map((h) => h.kill()))).catch(() => {});
   await teardown(deferred, rabbit, kafka, names, cfg, amqpUrl);
   rmSync(tmpDir, { recursive: true, force: true });
+  rmSync(sharedDir, { recursive: true, force: true });
   return {
     name: check.name,
     status,

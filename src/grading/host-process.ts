@@ -18,8 +18,10 @@ export interface HostSpec {
   /** Read-only paths: node_modules first, then the host bundle's folder and the submission's folder. */
   read: string[];
   labRoot: string;
-  /** A fresh folder for this host; it may write only here. */
+  /** A fresh folder for this host; it may write here, and in `shared`. */
   dir: string;
+  /** Folders shared by every host of the grading (each check gets a subfolder: `t.sharedDir`). */
+  shared: string[];
   network: boolean;
   preload: string[];
   memoryMb: number;
@@ -91,10 +93,10 @@ export class HostProcess {
   ) {
     mkdirSync(spec.dir, { recursive: true });
     const env = { HOME: spec.dir, PATH: "/usr/bin:/bin", KAFKAJS_NO_PARTITIONER_WARNING: "1", LANG: "C.UTF-8" };
-    const config = JSON.stringify({ bundle: spec.bundle, dir: spec.dir, preload: spec.preload, nodeModules: spec.read[0] });
+    const config = JSON.stringify({ bundle: spec.bundle, dir: spec.dir, shared: spec.shared, preload: spec.preload, nodeModules: spec.read[0] });
     const { file, args } = hostCommand(
       spec.mode,
-      { dir: spec.dir, read: spec.read, labRoot: spec.labRoot, network: spec.network, memoryMb: spec.memoryMb, env },
+      { dir: spec.dir, shared: spec.shared, read: spec.read, labRoot: spec.labRoot, network: spec.network, memoryMb: spec.memoryMb, env },
       [spec.hostMain, config],
     );
     this.child = spawn(file, args, {

@@ -17,6 +17,8 @@ export type SandboxMode = "bwrap" | "permission";
 export interface SandboxSpec {
   /** The host's own writable folder. */
   dir: string;
+  /** Folders every host of the grading may write too (for a restart, or two writers on one file). */
+  shared: string[];
   /** Read-only paths the host needs (node_modules, the host bundle's folder, the submission's folder). */
   read: string[];
   /** The lab's install: hidden even if a system path above it is bound. */
@@ -49,8 +51,9 @@ export function sandboxMode(env: NodeJS.ProcessEnv = process.env): SandboxMode {
 export function permissionFlags(spec: SandboxSpec): string[] {
   const flags = process.allowedNodeEnvironmentFlags;
   const f = [flags.has("--permission") ? "--permission" : "--experimental-permission"];
-  for (const p of [...spec.read, spec.dir]) f.push(`--allow-fs-read=${p}`);
-  f.push(`--allow-fs-write=${spec.dir}`, "--allow-addons");
+  for (const p of [...spec.read, spec.dir, ...spec.shared]) f.push(`--allow-fs-read=${p}`);
+  for (const p of [spec.dir, ...spec.shared]) f.push(`--allow-fs-write=${p}`);
+  f.push("--allow-addons");
   // Newer Node versions gate the network too; the host needs it for the brokers.
   if (spec.network && flags.has("--allow-net")) f.push("--allow-net");
   f.push(`--max-old-space-size=${spec.memoryMb}`);
@@ -97,6 +100,7 @@ export function hostCommand(mode: SandboxMode, spec: SandboxSpec, hostArgs: stri
   a.push("--ro-bind", nodeReal, nodeReal);
   if (nodeReal !== node) a.push("--ro-bind", node, node);
   for (const p of spec.read) a.push("--ro-bind", p, p);
+  for (const p of spec.shared) a.push("--bind", p, p);
   a.push("--bind", spec.dir, spec.dir, "--chdir", spec.dir);
   for (const [k, v] of Object.entries(spec.env)) a.push("--setenv", k, v);
   a.push("--", node, ...nodeArgs);

@@ -16,8 +16,10 @@ const libs = {
 };
 
 export interface CapContext {
-  /** The host's own writable folder. */
+  /** The host's own writable folder: relative paths are resolved here. */
   dir: string;
+  /** Every folder the host may write: its own, and the grading's shared one. */
+  writable: string[];
   /** Closed when the host exits cleanly (it usually does not: checks end with SIGKILL). */
   closers: (() => unknown)[];
 }
@@ -78,12 +80,19 @@ const builders: Record<string, Builder> = {
     });
   },
 
-  /** A better-sqlite3 database in the host's folder, with the pragmas the grader asks for. */
+  /**
+   * A better-sqlite3 database with the pragmas the grader asks for: `path` relative to the host's
+   * folder, or absolute inside `t.sharedDir` (so a restarted host, or a second writer, opens the
+   * same file).
+   */
   async "sqlite.open"(opts, ctx) {
     const Database = await libs.sqlite();
     const path = resolve(ctx.dir, str(opts, "path"));
-    const rel = relative(ctx.dir, path);
-    if (rel.startsWith("..") || isAbsolute(rel)) throw new Error(`sqlite.open: ${path} is outside the host's folder`);
+    const within = (d: string) => {
+      const rel = relative(d, path);
+      return !rel.startsWith("..") && !isAbsolute(rel);
+    };
+    if (!ctx.writable.some(within)) throw new Error(`sqlite.open: ${path} is outside the host's folders`);
     const db = new Database(path, opts.readonly === true ? { readonly: true, fileMustExist: true } : {});
     for (const p of (opts.pragmas ?? []) as string[]) db.pragma(p);
     if (typeof opts.exec === "string") db.exec(opts.exec);

@@ -78,10 +78,11 @@ function inside(dir: string, path: string): boolean {
 }
 
 /**
- * Loads better-sqlite3 and wraps its native binding: databases only in `dir` (or in memory),
- * no ATTACH, VACUUM INTO, extensions, or backups outside `dir`.
+ * Loads better-sqlite3 and wraps its native binding: databases only in `dirs` (or in memory),
+ * no ATTACH, VACUUM INTO, extensions, or backups outside `dirs`.
  */
-export async function guardSqlite(dir: string, nodeModules: string): Promise<void> {
+export async function guardSqlite(dirs: string[], nodeModules: string): Promise<void> {
+  const allowed = (p: string) => dirs.some((d) => inside(d, p));
   const Database = (await import("better-sqlite3")).default as unknown as new (path: string) => { close(): void };
   // @ts-expect-error: better-sqlite3's internals have no types
   const util = (await import("better-sqlite3/lib/util.js")).default as { cppdb: symbol };
@@ -118,7 +119,7 @@ export async function guardSqlite(dir: string, nodeModules: string): Promise<voi
   wrap("exec", (a) => checkSql(a[0]));
   wrap("loadExtension", () => refuse("loading SQLite extensions"));
   wrap("backup", (a) => {
-    if (typeof a[1] !== "string" || !inside(dir, a[1])) refuse("a backup outside your folder");
+    if (typeof a[1] !== "string" || !allowed(a[1])) refuse("a backup outside your folder");
   });
 
   // Every database opens through this constructor, whatever route the JS took.
@@ -128,7 +129,7 @@ export async function guardSqlite(dir: string, nodeModules: string): Promise<voi
     const anonymous = args[2] === true;
     if (!anonymous) {
       if (filename.startsWith("file:") || given.startsWith("file:")) refuse("SQLite URI file names");
-      if (!inside(dir, filename)) refuse(`a database outside your folder (${filename})`);
+      if (!allowed(filename)) refuse(`a database outside your folder (${filename})`);
     }
     return Reflect.construct(NativeDb, args, new.target ?? NativeDb);
   } as unknown as { prototype: object };

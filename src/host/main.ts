@@ -21,6 +21,8 @@ interface HostConfig {
   bundle: string;
   /** The host's own writable folder. */
   dir: string;
+  /** Writable folders shared with the grading's other hosts. */
+  shared: string[];
   /** Native libraries to load (and guard) before addons are locked. */
   preload: string[];
   /** The lab's node_modules (read-only). */
@@ -91,7 +93,7 @@ function post(msg: Msg): void {
   }
 }
 
-const ctx: CapContext = { dir: config.dir, closers: [] };
+const ctx: CapContext = { dir: config.dir, writable: [config.dir, ...config.shared], closers: [] };
 let mod: Record<string, unknown> = {};
 
 const peer = new Peer(
@@ -146,7 +148,7 @@ process.on("uncaughtException", escaped);
 process.on("unhandledRejection", escaped);
 
 for (const lib of config.preload) {
-  if (lib === "better-sqlite3") await guardSqlite(config.dir, config.nodeModules);
+  if (lib === "better-sqlite3") await guardSqlite([config.dir, ...config.shared], config.nodeModules);
 }
 await lockAddons();
 

@@ -25,6 +25,12 @@ export interface CheckContext<S> {
   host(opts?: { memoryMb?: number }): Promise<Host>;
   /** Marks a callback the host must call synchronously (`random()`, `clock.now()`): it blocks there until the grader answers. */
   sync<F extends (...args: never[]) => unknown>(fn: F): F;
+  /**
+   * A folder every host of this check may write (the host's own `host.dir` is private to it):
+   * where a database lives that a restarted host reopens, or two writer processes share. The
+   * grader reads it from outside too. Removed after the check.
+   */
+  sharedDir: string;
   /** This grading's RabbitMQ URL (its own vhost): for the grader's connections and the learner's. */
   amqpUrl: string;
   kafkaBrokers: string[];
