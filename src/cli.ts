@@ -26,7 +26,9 @@ const brokerFlags = (cmd: Command) =>
 const gradeFlags = (cmd: Command) =>
   brokerFlags(cmd)
     .option("--seed <n>", "replay the faults of an earlier run")
-    .option("--timeout <seconds>", "hard time limit for one exercise's grading");
+    .option("--timeout <seconds>", "hard time limit for one exercise's grading")
+    .option("--memory <MiB>", "memory cap of each process that runs your code (default 512)")
+    .addOption(new Option("--sandbox <mode>", "bwrap (bubblewrap + Node's permission model) or permission (the model alone)").choices(["bwrap", "permission"]));
 
 let exitCode = 0;
 const set = (p: Promise<number>) => p.then((code) => void (exitCode = code));
@@ -42,7 +44,8 @@ gradeFlags(
     .option("--file <path>", "grade this file instead of your workspace copy")
     .option("--json", "print the result as JSON")
     .option("--watch", "grade again on every save")
-    .option("--repeat <n>", "grade n times with different seeds and report passed k/n"),
+    .option("--repeat <n>", "grade n times with different seeds and report passed k/n")
+    .option("--only <check>", "grade only this check (a name or a number; repeat the flag for more)", (v: string, prev: string[] = []) => [...prev, v]),
 ).action((id: string, opts) => set(import("./commands/run.ts").then((m) => m.run(id, opts))));
 
 gradeFlags(

@@ -6,7 +6,7 @@ export class MsglabError extends Error {
   override name = "MsglabError";
   constructor(
     message: string,
-    readonly exitCode: 1 | 2 = 1,
+    readonly exitCode: 1 | 2 | 130 = 1,
   ) {
     super(message);
   }

@@ -6,7 +6,8 @@ import { usageError } from "../errors.ts";
 import { gradeSubmission } from "../grading/engine.ts";
 import type { RunResult } from "../grading/result.ts";
 import { learnerFile } from "../workspace/copies.ts";
-import { parseSeed, parseTimeout, type GradeFlags } from "./grade-common.ts";
+import { parseMemory, parseSandbox, parseSeed, parseTimeout, type GradeFlags } from "./grade-common.ts";
+import { interruptedError, interruptSignal } from "../interrupt.ts";
 
 export type Reporter = "pretty" | "json" | "junit";
 
@@ -26,6 +27,9 @@ export async function check(opts: CheckOptions): Promise<number> {
   const config = loadConfig(opts);
   const seed = parseSeed(opts.seed);
   const timeoutMs = parseTimeout(opts.timeout);
+  const memoryMb = parseMemory(opts.memory);
+  const sandbox = parseSandbox(opts.sandbox);
+  const signal = interruptSignal();
   const course = loadCourse();
   const targets: { ex: Exercise; file: string }[] = opts.solutions
     ? course.map((ex) => ({ ex, file: ex.solutionPath }))
@@ -42,7 +46,9 @@ export async function check(opts: CheckOptions): Promise<number> {
   const store = opts.solutions ? null : await (await import("../workspace/progress.ts")).ProgressStore.open(config.workspace);
   try {
     for (const { ex, file } of targets) {
-      const result = await gradeSubmission(ex, file, { config, seed, timeoutMs });
+      const result = await gradeSubmission(ex, file, { config, seed, timeoutMs, memoryMb, sandbox, signal });
+      // Ctrl-C: what was graded before stays recorded; the interrupted one is not an attempt.
+      if (result.interrupted) throw interruptedError();
       results.push(result);
       store?.recordResult(result);
       if (ui) ui.printLine(ui.formatResult(result) + "\n");

@@ -4,7 +4,8 @@ import { loadConfig } from "../config.ts";
 import { gradeSubmission } from "../grading/engine.ts";
 import type { RunResult } from "../grading/result.ts";
 import { ensureLearnerCopy, learnerFile } from "../workspace/copies.ts";
-import { parseSeed, parseTimeout, type GradeFlags } from "./grade-common.ts";
+import { parseMemory, parseOnly, parseSandbox, parseSeed, parseTimeout, type GradeFlags } from "./grade-common.ts";
+import { interruptedError, interruptSignal } from "../interrupt.ts";
 import { usageError } from "../errors.ts";
 import { newSeed } from "../kit/rng.ts";
 
@@ -13,6 +14,7 @@ export interface RunOptions extends GradeFlags {
   json?: boolean;
   watch?: boolean;
   repeat?: string;
+  only?: string[];
 }
 
 /**
@@ -25,6 +27,11 @@ export async function run(id: string, opts: RunOptions): Promise<number> {
   const ex = findExercise(id);
   const seed = parseSeed(opts.seed);
   const timeoutMs = parseTimeout(opts.timeout);
+  const only = parseOnly(opts.only);
+  const memoryMb = parseMemory(opts.memory);
+  const sandbox = parseSandbox(opts.sandbox);
+  const signal = interruptSignal();
+  const grade = (s: number | undefined) => gradeSubmission(ex, file!, { config, seed: s, timeoutMs, only, memoryMb, sandbox, signal });
   const ui = opts.json ? null : await import("../ui/output.ts");
 
   let file = opts.file;
@@ -42,8 +49,10 @@ export async function run(id: string, opts: RunOptions): Promise<number> {
 
   const gradeOnce = async (): Promise<RunResult> => {
     if (ui) ui.printLine(ui.style.dim(`grading ${ex.id} …`));
-    const result = await gradeSubmission(ex, file, { config, seed, timeoutMs });
-    if (!opts.file) {
+    const result = await grade(seed);
+    // An interrupted grading is not an attempt: nothing is recorded or printed as a verdict.
+    if (result.interrupted) throw interruptedError();
+    if (!opts.file && !only) {
       const { ProgressStore } = await import("../workspace/progress.ts");
       const store = await ProgressStore.open(config.workspace);
       try {
@@ -60,13 +69,32 @@ export async function run(id: string, opts: RunOptions): Promise<number> {
     return result;
   };
 
-  if (opts.repeat !== undefined) return repeat(opts.repeat, async (s) => gradeSubmission(ex, file, { config, seed: s, timeoutMs }), seed, opts.json === true);
+  if (opts.repeat !== undefined)
+    return repeat(
+      opts.repeat,
+      async (s) => {
+        const r = await grade(s);
+        if (r.interrupted) throw interruptedError();
+        return r;
+      },
+      seed,
+      opts.json === true,
+    );
 
-  const first = await gradeOnce();
-  if (!opts.watch) return first.status === "pass" ? 0 : 1;
+  if (!opts.watch) {
+    const first = await gradeOnce();
+    return first.status === "pass" ? 0 : 1;
+  }
   const { watchFile } = await import("../workspace/watch.ts");
-  await watchFile(file, gradeOnce);
-  return 0;
+  // Watch mode ends with Ctrl-C: whatever was grading stops, and the exit says interrupted.
+  await watchFile(file, async () => {
+    try {
+      await gradeOnce();
+    } catch (e) {
+      if (!signal.aborted) throw e;
+    }
+  }, signal);
+  throw interruptedError();
 }
 
 /**
