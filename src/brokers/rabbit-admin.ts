@@ -130,3 +130,57 @@ export async function listGradingVhosts(amqpUrl: string): Promise<string[]> {
     return [];
   }
 }
+
+interface Named {
+  vhost: string;
+  name: string;
+}
+
+async function listNamed(amqpUrl: string, what: "queues" | "exchanges"): Promise<Named[] | null> {
+  try {
+    const api = apiFor(amqpUrl);
+    const res = await fetch(`${api.base}/api/${what}?columns=vhost,name`, { headers: { authorization: api.auth }, signal: AbortSignal.timeout(3000) });
+    if (res.status !== 200) return null;
+    return ((await res.json()) as Named[]).filter((x) => x.name !== "" && !x.name.startsWith("amq."));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * With Node's permission model alone a host has network, so a submission can reach vhosts
+ * other than its grading's (the default one, with guest/guest). What appears there during the
+ * grading is removed on a local broker and reported; on a shared one it is only reported.
+ * Under bubblewrap there is no such route (see src/kit/gateway.ts) and this is not used.
+ */
+export class RabbitLeftovers {
+  readonly warnings: string[] = [];
+  private constructor(
+    private readonly amqpUrl: string,
+    private readonly before: Set<string>,
+  ) {}
+
+  static async snapshot(amqpUrl: string): Promise<RabbitLeftovers | null> {
+    const [q, x] = await Promise.all([listNamed(amqpUrl, "queues"), listNamed(amqpUrl, "exchanges")]);
+    if (!q || !x) return null;
+    return new RabbitLeftovers(amqpUrl, new Set([...q.map((r) => `q\0${r.vhost}\0${r.name}`), ...x.map((r) => `x\0${r.vhost}\0${r.name}`)]));
+  }
+
+  async sweep(): Promise<void> {
+    const [q, x] = await Promise.all([listNamed(this.amqpUrl, "queues"), listNamed(this.amqpUrl, "exchanges")]);
+    const outside = (r: Named) => !/^msglab-[0-9a-f]{8}$/.test(r.vhost);
+    const fresh = [
+      ...(q ?? []).filter((r) => outside(r) && !this.before.has(`q\0${r.vhost}\0${r.name}`)).map((r) => ({ ...r, kind: "queues" as const })),
+      ...(x ?? []).filter((r) => outside(r) && !this.before.has(`x\0${r.vhost}\0${r.name}`)).map((r) => ({ ...r, kind: "exchanges" as const })),
+    ];
+    if (fresh.length === 0) return;
+    const names = fresh.map((r) => `${r.kind === "queues" ? "queue" : "exchange"} "${r.name}" in vhost "${r.vhost}"`).join(", ");
+    if (!isLocal(this.amqpUrl)) {
+      this.warnings.push(`Your code declared ${names}, outside this grading's vhost, on a shared broker; it was left there.`);
+      return;
+    }
+    const api = apiFor(this.amqpUrl);
+    await Promise.all(fresh.map((r) => http(api, "DELETE", `/api/${r.kind}/${encodeURIComponent(r.vhost)}/${encodeURIComponent(r.name)}`).catch(() => 0)));
+    this.warnings.push(`Your code declared ${names}, outside this grading's vhost (the sandbox had no OS layer); removed.`);
+  }
+}

@@ -24,8 +24,10 @@ import { describeEnd, HostProcess, type HostSpec } from "./host-process.ts";
 import { send, type AbortReason } from "./protocol.ts";
 import type { CheckResult, Status } from "./result.ts";
 import type { SandboxMode } from "./sandbox.ts";
-import { GradingVhost } from "../brokers/rabbit-admin.ts";
+import { GradingVhost, RabbitLeftovers } from "../brokers/rabbit-admin.ts";
 import { KafkaLeftovers } from "../kit/kafka-leftovers.ts";
+import { Gateway } from "../kit/gateway.ts";
+import type { HostRoutes } from "../kit/host.ts";
 
 export interface ChildConfig {
   exercise: string;
@@ -89,7 +91,8 @@ function hostSpec(cfg: ChildConfig, memoryMb = cfg.memoryMb): HostSpec {
     labRoot: cfg.labRoot,
     dir,
     shared: [join(cfg.tmpRoot, "shared")],
-    network: cfg.brokers.some((b) => b === "rabbitmq" || b === "kafka"),
+    // Under bubblewrap a host never has network: brokers are reached through the gateway.
+    network: cfg.sandbox === "permission" && cfg.brokers.some((b) => b === "rabbitmq" || b === "kafka"),
     preload: cfg.brokers.includes("sqlite") ? ["better-sqlite3"] : [],
     memoryMb,
     outputLimit: OUTPUT_LIMIT,
@@ -186,6 +189,32 @@ function learnerProxy(getHost: () => Promise<Host>): Record<string, (...args: un
   });
 }
 
+let routes: HostRoutes | null = null;
+let gateway: Gateway | null = null;
+
+function setUpRoutes(cfg: ChildConfig): void {
+  if (cfg.sandbox !== "bwrap") return;
+  gateway = new Gateway(join(cfg.tmpRoot, "shared"));
+  let cluster: Promise<string[]> | null = null;
+  const g = gateway;
+  routes = {
+    gateway: g,
+    kafkaBrokers: () =>
+      (cluster ??= (async () => {
+        const kit = new KafkaKit(cfg.kafkaBrokers, "msglab-routes");
+        try {
+          const admin = await kit.admin();
+          const { brokers } = await admin.describeCluster();
+          return brokers.map((b) => `${b.host}:${b.port}`);
+        } catch {
+          return [];
+        } finally {
+          await kit.closeAll();
+        }
+      })()),
+  };
+}
+
 /** The grading-wide learner host of a grader with `shareLearnerHost`. */
 let sharedLearner: HostProcess | null = null;
 
@@ -205,7 +234,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   let firstHost: Promise<Host> | null = null;
   const newHost = async (opts: { memoryMb?: number } = {}): Promise<Host> => {
     const proc = takeHost(cfg, opts.memoryMb);
-    const host = new Host(proc, hosts.length + 1);
+    const host = new Host(proc, hosts.length + 1, routes);
     hosts.push(host);
     if (moreToCome) warmSpare(cfg);
     await proc.ready;
@@ -218,7 +247,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
       if (!sharedLearner || !sharedLearner.alive) sharedLearner = takeHost(cfg);
       const proc = sharedLearner;
       sharedEscapedBefore = proc.escaped.length;
-      return (firstHost = proc.ready.then(() => new Host(proc, 1)));
+      return (firstHost = proc.ready.then(() => new Host(proc, 1, routes)));
     }
     return (firstHost = newHost());
   };
@@ -379,8 +408,12 @@ async function main(cfg: ChildConfig): Promise<void> {
     amqpUrl = vhost.url;
   }
   const leftovers = cfg.brokers.includes("kafka") ? await KafkaLeftovers.snapshot(cfg.kafkaBrokers) : null;
+  // With network in the host (permission model only), other vhosts are in reach too.
+  const rabbitLeftovers = cfg.sandbox === "permission" && cfg.brokers.includes("rabbitmq") ? await RabbitLeftovers.snapshot(cfg.amqpUrl) : null;
+  setUpRoutes(cfg);
   cleanupOnExit = async () => {
-    await Promise.allSettled([vhost?.delete(), leftovers?.sweep(`msglab-${cfg.runId}`, `msglab.${cfg.runId}`)]);
+    await gateway?.close();
+    await Promise.allSettled([vhost?.delete(), leftovers?.sweep(`msglab-${cfg.runId}`, `msglab.${cfg.runId}`), rabbitLeftovers?.sweep()]);
   };
 
   for (let k = 0; k < selected.length; k++) {
@@ -394,7 +427,7 @@ async function main(cfg: ChildConfig): Promise<void> {
   await killAllHosts();
   await within(4000, cleanupOnExit()).catch(() => {});
   if (vhost?.name) send({ type: "released", kind: "vhost", name: vhost.name });
-  const warnings = leftovers?.warnings ?? [];
+  const warnings = [...(leftovers?.warnings ?? []), ...(rabbitLeftovers?.warnings ?? [])];
   for (const w of warnings) send({ type: "warning", message: w });
   send({ type: "done" });
   process.exit(0);

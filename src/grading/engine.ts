@@ -30,6 +30,8 @@ export interface GradeOptions {
   sandbox?: SandboxMode | undefined;
   /** Stops the grading early (Ctrl-C): the result is `interrupted`. */
   signal?: AbortSignal | undefined;
+  /** Where the grading's temp folder goes (default: the OS temp folder). */
+  tmpParent?: string | undefined;
 }
 
 const OUTPUT_TAIL = 4000;
@@ -47,7 +49,7 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
   }
   const seed = opts.seed ?? newSeed();
   const runId = randomBytes(4).toString("hex");
-  const tmpRoot = join(tmpdir(), `msglab-${runId}`);
+  const tmpRoot = join(opts.tmpParent ?? tmpdir(), `msglab-${runId}`);
   mkdirSync(tmpRoot, { recursive: true });
   const timeoutMs = opts.timeoutMs ?? exercise.timeoutMs;
   const started = performance.now();

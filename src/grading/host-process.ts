@@ -138,6 +138,9 @@ export class HostProcess {
         return;
       }
       this.onMessage(msg, readyResolve, readyReject, syncOut);
+    }, 16 * 1024 * 1024, () => {
+      this.escape(new Error("your code wrote more than 16 MiB without a line break to the grader's channel (file descriptor 3)"));
+      this.signal();
     });
     (stdio[3] as Readable).on("data", (d: Buffer) => lines.push(d));
 
@@ -194,6 +197,7 @@ export class HostProcess {
   }
 
   private escape(e: unknown): void {
+    if (this.escapedErrors.length >= 50) return;
     this.escapedErrors.push(e);
     this.onEscaped?.(e);
   }
@@ -211,8 +215,9 @@ export class HostProcess {
     return this.child.pid;
   }
 
+  /** False from the moment it is being killed, not only once it has exited. */
   get alive(): boolean {
-    return this.endReason === null && this.child.exitCode === null && this.child.signalCode === null;
+    return !this.killedOnPurpose && this.endReason === null && this.child.exitCode === null && this.child.signalCode === null;
   }
 
   /** The tail of what the learner's code printed. */

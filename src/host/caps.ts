@@ -38,7 +38,10 @@ const builders: Record<string, Builder> = {
   /** An amqplib connection (ChannelModel) to the URL the grader chose. */
   async "amqp.connection"(opts, ctx) {
     const amqp = await libs.amqplib();
-    const conn = await amqp.connect(str(opts, "url"));
+    // Under bubblewrap the host has no network: the grader's gateway gives it a Unix socket
+    // that leads where the URL says (src/kit/gateway.ts). amqplib passes `path` to net.connect.
+    const socket = typeof opts.socketPath === "string" ? { path: opts.socketPath } : {};
+    const conn = await amqp.connect(str(opts, "url"), socket);
     // The environment's own connection: a late error on it is not the learner's crash.
     conn.on("error", quiet);
     ctx.closers.push(() => conn.close().catch(quiet));
@@ -54,16 +57,27 @@ const builders: Record<string, Builder> = {
   },
 
   /** A kafkajs client for the given brokers, with quiet logs and test-friendly timeouts. */
-  async "kafka.client"(opts) {
+  async "kafka.client"(opts, ctx) {
     const { Kafka, logLevel } = await libs.kafkajs();
     const brokers = opts.brokers;
     if (!Array.isArray(brokers) || brokers.some((b) => typeof b !== "string")) throw new TypeError('capability option "brokers" must be a list of host:port');
     const config = (opts.config ?? {}) as Record<string, unknown>;
     // `via: "host:port"`: every broker connection goes to the grader's proxy instead (a single
     // broker behind it), so the grader sees, holds or cuts each request on the wire.
-    if (typeof opts.via === "string") {
+    // Without network (bubblewrap), `socketMap` names the gateway's Unix socket for each broker
+    // address, and `viaPath` the one for `via`.
+    const net = await import("node:net");
+    const map = (opts.socketMap ?? null) as Record<string, string> | null;
+    const viaPath = typeof opts.viaPath === "string" ? opts.viaPath : null;
+    if (viaPath || map) {
+      config.socketFactory = ({ host, port, onConnect }: { host: string; port: number; onConnect: () => void }) => {
+        const path = viaPath ?? map?.[`${host}:${port}`] ?? `${ctx.dir}/no-route-to-${host}-${port}`;
+        const socket = net.connect({ path }, onConnect);
+        socket.setNoDelay(true);
+        return socket;
+      };
+    } else if (typeof opts.via === "string") {
       const [viaHost, viaPort] = opts.via.split(":") as [string, string];
-      const net = await import("node:net");
       config.socketFactory = ({ onConnect }: { onConnect: () => void }) => {
         const socket = net.connect({ host: viaHost, port: Number(viaPort) }, onConnect);
         socket.setNoDelay(true);

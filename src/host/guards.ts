@@ -146,3 +146,19 @@ export async function lockAddons(): Promise<void> {
   const Module = (await import("node:module")).default as unknown as { _extensions?: Record<string, unknown> };
   if (Module._extensions) Object.defineProperty(Module._extensions, ".node", { value: deny, writable: false, configurable: false });
 }
+
+/**
+ * Signals only to this process. Under bubblewrap the host has its own PID namespace and sees
+ * no other process; with the permission model alone, `process.kill` could reach the grading
+ * process, or another student's, so it is closed here (and `_kill`, which it calls).
+ */
+export function lockSignals(): void {
+  const self = process.pid;
+  // process.kill looks up process._kill at each call, so guarding _kill guards both.
+  const raw = (process as unknown as { _kill: (pid: number, sig: number) => number })._kill;
+  const EPERM = -1;
+  const guarded = (pid: number, sig: number) => (Number(pid) === self ? raw.call(process, pid, sig) : EPERM);
+  Object.defineProperty(process, "_kill", { value: guarded, writable: false, configurable: false });
+  const kill = process.kill;
+  Object.defineProperty(process, "kill", { value: kill, writable: false, configurable: false });
+}

@@ -13,7 +13,7 @@
 import { createReadStream, readSync, writeSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { buildCap, type CapContext } from "./caps.ts";
-import { guardSqlite, lockAddons } from "./guards.ts";
+import { guardSqlite, lockAddons, lockSignals } from "./guards.ts";
 import { LineReader, Peer, type Msg, type Target } from "./wire.ts";
 
 interface HostConfig {
@@ -151,6 +151,7 @@ for (const lib of config.preload) {
   if (lib === "better-sqlite3") await guardSqlite([config.dir, ...config.shared], config.nodeModules);
 }
 await lockAddons();
+lockSignals();
 
 const input = createReadStream("", { fd: IN, highWaterMark: 1 << 16 });
 const lines = new LineReader((line) => peer.receive(parse(line) as Msg));

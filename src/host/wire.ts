@@ -510,12 +510,21 @@ export class Peer {
   }
 }
 
-/** Splits a byte stream into JSON lines. */
+/** Splits a byte stream into JSON lines; a line longer than `maxLine` is refused, not buffered. */
 export class LineReader {
   private buf = "";
-  constructor(private readonly onLine: (line: string) => void) {}
+  constructor(
+    private readonly onLine: (line: string) => void,
+    private readonly maxLine = 16 * 1024 * 1024,
+    private readonly onOverflow: () => void = () => {},
+  ) {}
   push(chunk: Buffer | string): void {
     this.buf += typeof chunk === "string" ? chunk : chunk.toString("utf8");
+    if (this.buf.length > this.maxLine && this.buf.indexOf("\n") < 0) {
+      this.buf = "";
+      this.onOverflow();
+      return;
+    }
     let nl: number;
     while ((nl = this.buf.indexOf("\n")) >= 0) {
       const line = this.buf.slice(0, nl);

@@ -7,6 +7,7 @@
 import type { HostEnd, HostProcess } from "../grading/host-process.ts";
 import { HostGone } from "../grading/host-process.ts";
 import { markSync } from "../host/wire.ts";
+import { endpointOf, type Gateway } from "./gateway.ts";
 
 export { HostGone, markSync };
 export type { HostEnd };
@@ -14,11 +15,20 @@ export type { HostEnd };
 /** A capability or object living in the host: pass it back as an argument, or call its methods. */
 export type Remote<T = Record<string, unknown>> = T;
 
+/** How a host without network reaches the brokers (see gateway.ts). */
+export interface HostRoutes {
+  gateway: Gateway;
+  /** Every broker address of the Kafka cluster (kafkajs connects to what metadata advertises). */
+  kafkaBrokers(): Promise<string[]>;
+}
+
 export class Host {
   constructor(
     private readonly proc: HostProcess,
     /** Which host of the check this is: 1, 2, … */
     readonly index: number,
+    /** Null when the host has network (Node's permission model alone). */
+    private readonly routes: HostRoutes | null = null,
   ) {}
 
   /** What the module exports: name → "function" | "class" | "object" | … */
@@ -39,9 +49,38 @@ export class Host {
     return this.proc.peer.call({ export: name }, args, true) as Promise<{ value: unknown }>;
   }
 
-  /** Builds a capability inside the host (see src/host/caps.ts for the kinds). */
-  cap<T = Remote>(kind: string, opts: Record<string, unknown> = {}): Promise<T> {
-    return this.proc.call({ cap: kind }, [opts]) as Promise<T>;
+  /**
+   * Builds a capability inside the host (see src/host/caps.ts for the kinds). Broker addresses
+   * are the grader's to choose (the broker, or a proxy in front of it); a host without network
+   * gets a gateway socket for each.
+   */
+  async cap<T = Remote>(kind: string, opts: Record<string, unknown> = {}): Promise<T> {
+    return this.proc.call({ cap: kind }, [await this.route(kind, opts)]) as Promise<T>;
+  }
+
+  private async route(kind: string, opts: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const r = this.routes;
+    if (!r) return opts;
+    if (kind.startsWith("amqp.") && typeof opts.url === "string") {
+      const { host, port } = endpointOf(opts.url);
+      return { ...opts, socketPath: await r.gateway.socketFor(host, port) };
+    }
+    if (kind === "kafka.client") {
+      const given = Array.isArray(opts.brokers) ? (opts.brokers as string[]) : [];
+      const all = [...new Set([...given, ...(await r.kafkaBrokers())])];
+      const socketMap: Record<string, string> = {};
+      for (const b of all) {
+        const { host, port } = endpointOf(b);
+        socketMap[b] = await r.gateway.socketFor(host, port);
+      }
+      const out: Record<string, unknown> = { ...opts, socketMap };
+      if (typeof opts.via === "string") {
+        const { host, port } = endpointOf(opts.via);
+        out.viaPath = await r.gateway.socketFor(host, port);
+      }
+      return out;
+    }
+    return opts;
   }
 
   /**
