@@ -124,7 +124,13 @@ function killAllHosts(): Promise<unknown> {
   return Promise.all([...allHosts].map((h) => h.kill()));
 }
 
+/** Thrown where the grading would have ended on its own, once an interruption is cleaning up. */
+class Interrupting extends Error {}
+
 function abort(reason: AbortReason, message: string): never {
+  // Interrupted meanwhile (its hosts are being killed, which looks like a load failure): the
+  // interruption finishes the job, cleanup included.
+  if (interrupting) throw new Interrupting();
   send({ type: "abort", reason, message });
   return shutdown(0);
 }
@@ -417,12 +423,14 @@ async function main(cfg: ChildConfig): Promise<void> {
   };
 
   for (let k = 0; k < selected.length; k++) {
+    if (interrupting) return;
     const i = selected[k]!;
     const check = grader.checks[i]!;
     send({ type: "check-start", index: i, name: check.name });
     const result = await runCheck(grader, i, cfg, amqpUrl, k < selected.length - 1);
     send({ type: "check-end", index: i, result });
   }
+  if (interrupting) return;
   if (spare) void spare.kill();
   await killAllHosts();
   await within(4000, cleanupOnExit()).catch(() => {});
@@ -452,11 +460,14 @@ function resolveOnly(grader: Grader<unknown>, only: string[]): number[] {
 }
 
 /** Stops at once, cleaning up: the CLI was interrupted, or died (its end of stdin closed). */
+let interrupting = false;
 async function interrupted(why: string): Promise<void> {
-  if (shuttingDown) return;
-  shuttingDown = true;
+  if (shuttingDown || interrupting) return;
+  interrupting = true;
   await killAllHosts();
   await within(1500, cleanupOnExit()).catch(() => {});
+  // The CLI may be gone and unable to remove the run's folder: do it here.
+  rmSync(config!.tmpRoot, { recursive: true, force: true });
   send({ type: "interrupted", why });
   process.exit(0);
 }
@@ -471,4 +482,6 @@ setInterval(() => {
   if (process.ppid !== parent) void interrupted("the CLI went away");
 }, 500).unref();
 
-await main(config);
+await main(config).catch((e: unknown) => {
+  if (!(e instanceof Interrupting) && !interrupting) throw e;
+});
