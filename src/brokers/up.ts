@@ -6,7 +6,9 @@ import { startNativeKafka } from "./kafka-native.ts";
 import { probeKafka, probeRabbit } from "./probe.ts";
 import { rabbitInstalled, startNativeRabbit } from "./rabbit-native.ts";
 import { readState, writeState } from "./state.ts";
-import { dockerEngineAnswers } from "./tools.ts";
+import { dockerEngineAnswers, which } from "./tools.ts";
+import { managementAvailable } from "./rabbit-admin.ts";
+import { spawnSync } from "node:child_process";
 
 export type NeededBroker = "rabbitmq" | "kafka";
 
@@ -64,7 +66,32 @@ export async function up(config: LabConfig, brokers: NeededBroker[], log: (s: st
     }
     writeState(state);
   }
+  if (brokers.includes("rabbitmq")) await ensureManagement(config, log);
   return reports;
+}
+
+/**
+ * Each grading gets a vhost of its own, made through the management API in a few ms (without
+ * it, `rabbitmqctl` takes seconds a grading). On a local broker with `rabbitmq-plugins` at
+ * hand, enable the plugin; elsewhere say what is missing.
+ */
+async function ensureManagement(config: LabConfig, log: (s: string) => void): Promise<void> {
+  if (await managementAvailable(config.amqpUrl)) return;
+  const host = new URL(config.amqpUrl).hostname;
+  if (!isLocal(host) || !which("rabbitmq-plugins")) {
+    log("note: RabbitMQ's management API does not answer; gradings fall back to slower vhost handling. Enable it with `rabbitmq-plugins enable rabbitmq_management`.");
+    return;
+  }
+  log("enabling RabbitMQ's management plugin (per-grading vhosts)…");
+  spawnSync("rabbitmq-plugins", ["enable", "--quiet", "rabbitmq_management"], { stdio: "ignore", timeout: 60_000 });
+  const until = Date.now() + 30_000;
+  while (!(await managementAvailable(config.amqpUrl))) {
+    if (Date.now() > until) {
+      log("note: the management plugin did not answer within 30 s; gradings fall back to rabbitmqctl.");
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
 }
 
 async function waitUntil(probe: () => Promise<string | null>, ms: number, message: string): Promise<void> {

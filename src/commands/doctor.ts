@@ -37,6 +37,27 @@ export async function doctor(opts: ConfigFlags): Promise<number> {
     findings.push({ what: "SQLite", ok: false, detail: (e as Error).message, fix: "npm rebuild better-sqlite3" });
   }
 
+  const { bubblewrapStatus } = await import("../grading/sandbox.ts");
+  const bw = bubblewrapStatus();
+  findings.push({
+    what: "Sandbox",
+    ok: bw.ok || process.platform !== "linux",
+    detail: bw.ok
+      ? "bubblewrap + Node's permission model (submissions run with no network, a private /tmp, a read-only view)"
+      : `${bw.why}. Gradings then use Node's permission model alone, which is weaker; \`msglab grade\` refuses it without --no-os-sandbox`,
+    fix: "sudo apt-get install bubblewrap",
+  });
+  if (rabbit === null) {
+    const { managementAvailable } = await import("../brokers/rabbit-admin.ts");
+    const mgmt = await managementAvailable(config.amqpUrl);
+    findings.push({
+      what: "RabbitMQ vhosts",
+      ok: mgmt,
+      detail: mgmt ? "management API answers: each grading gets a vhost of its own" : "management API does not answer: vhosts fall back to rabbitmqctl (slow) or name prefixes",
+      fix: "rabbitmq-plugins enable rabbitmq_management   (or: msglab up)",
+    });
+  }
+
   const docker = dockerEngineAnswers();
   const java = findJava();
   const mvn = findMaven();
