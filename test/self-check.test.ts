@@ -22,7 +22,9 @@ function explain(r: RunResult): string {
   return r.checks.map((c) => `${c.status} ${c.name}${c.message ? `: ${c.message}` : ""}`).join("\n") + `\n(seed ${r.seed})`;
 }
 
-for (const ex of loadCourse()) {
+// MSGLAB_EXERCISES=a,b narrows the proof to some exercises (the Node 24 subset in .ci/run).
+const only = process.env.MSGLAB_EXERCISES?.split(",").map((s) => s.trim());
+for (const ex of loadCourse().filter((e) => !only || only.includes(e.id))) {
   describe(ex.id, () => {
     it("the reference solution passes", async () => {
       const r = await gradeSubmission(ex, ex.solutionPath, { config });

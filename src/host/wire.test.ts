@@ -1,0 +1,110 @@
+import { describe, expect, it } from "vitest";
+import { Peer, markSync, type Msg } from "./wire.ts";
+
+/** Two peers wired back to back, messages delivered on a later turn as over a pipe. */
+function pair(serve: (to: unknown, args: unknown[]) => unknown) {
+  let a!: Peer;
+  let b!: Peer;
+  const later = (p: () => Peer) => (m: Msg) => setImmediate(() => p().receive(JSON.parse(JSON.stringify(m)) as Msg));
+  a = new Peer({ send: later(() => b) }, null, 1);
+  b = new Peer({ send: later(() => a) }, (to, args) => serve(to, args), 2);
+  return { grader: a, host: b };
+}
+
+describe("the RPC wire", () => {
+  it("keeps identity: what the grader sends and gets back is its very object", async () => {
+    const { grader } = pair((_to, args) => args[0]);
+    const obj = { k: 1, nested: [1, { x: "y" }] };
+    const err = new TypeError("boom");
+    expect(await grader.call({ export: "echo" }, [obj])).toBe(obj);
+    expect(await grader.call({ export: "echo" }, [err])).toBe(err);
+  });
+
+  it("carries what JSON cannot: undefined, NaN, -0, bigint, Buffers, Maps, Sets, Dates", async () => {
+    const { grader } = pair(() => [undefined, NaN, -0, 10n, Buffer.from("hi"), new Map([[1, "a"]]), new Set(["s"]), new Date(5)]);
+    const [u, n, z, big, buf, map, set, date] = (await grader.call({ export: "f" }, [])) as unknown[];
+    expect(u).toBeUndefined();
+    expect(n).toBeNaN();
+    expect(Object.is(z, -0)).toBe(true);
+    expect(big).toBe(10n);
+    expect((buf as Buffer).toString()).toBe("hi");
+    expect((map as Map<number, string>).get(1)).toBe("a");
+    expect((set as Set<string>).has("s")).toBe(true);
+    expect((date as Date).getTime()).toBe(5);
+  });
+
+  it("errors from the other side keep name, message and props", async () => {
+    const { grader } = pair(() => {
+      throw Object.assign(new RangeError("bad"), { code: "E_X" });
+    });
+    const e = (await grader.call({ export: "f" }, []).catch((x: unknown) => x)) as Error & { code: string };
+    expect(e).toBeInstanceOf(Error);
+    expect(e.name).toBe("RangeError");
+    expect(e.message).toBe("bad");
+    expect(e.code).toBe("E_X");
+  });
+
+  it("functions cross as callbacks, and methods of returned objects keep their `this`", async () => {
+    const { grader } = pair(async (_to, args) => {
+      const cb = args[0] as (n: number) => Promise<number>;
+      const twice = await cb(21);
+      return {
+        n: twice,
+        add(x: number) {
+          return this.n + x;
+        },
+      };
+    });
+    const r = (await grader.call({ export: "f" }, [async (n: number) => n * 2])) as { n: number; add(x: number): Promise<number> };
+    expect(r.n).toBe(42);
+    expect(await r.add(1)).toBe(43);
+  });
+
+  it("a returned promise settles later; `raw` leaves it unfollowed", async () => {
+    let resolve!: (v: string) => void;
+    const { grader } = pair(() => new Promise<string>((r) => (resolve = r)));
+    const { value } = (await grader.call({ export: "f" }, [], true)) as { value: Promise<string> };
+    let settled = false;
+    void value.then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(settled).toBe(false);
+    resolve("late");
+    expect(await value).toBe("late");
+  });
+
+  it("an AbortSignal crosses as a live mirror", async () => {
+    let mirror!: AbortSignal;
+    const { grader } = pair((_to, args) => {
+      mirror = args[0] as AbortSignal;
+      return mirror.aborted;
+    });
+    const c = new AbortController();
+    expect(await grader.call({ export: "f" }, [c.signal])).toBe(false);
+    const reason = new Error("stop");
+    c.abort(reason);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(mirror.aborted).toBe(true);
+    expect((mirror.reason as Error).message).toBe("stop");
+  });
+
+  it("marks sync callbacks so the other side calls them blocking", () => {
+    const f = markSync(() => 1);
+    const { grader } = pair(() => 0);
+    expect(grader.encode(f)).toMatchObject({ $: "fn", sync: true });
+    expect(grader.encode(() => 1)).not.toHaveProperty("sync");
+  });
+
+  it("refuses values too deep to cross, and says so", () => {
+    const { grader } = pair(() => 0);
+    let deep: unknown = 1;
+    for (let i = 0; i < 100; i++) deep = [deep];
+    expect(() => grader.encode(deep)).toThrow(/nested deeper/);
+  });
+
+  it("closing rejects every call still waiting", async () => {
+    const { grader } = pair(() => new Promise(() => {}));
+    const p = grader.call({ export: "f" }, []);
+    grader.close(new Error("host gone"));
+    await expect(p).rejects.toThrow("host gone");
+  });
+});
