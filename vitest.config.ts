@@ -9,5 +9,6 @@ export default defineConfig({
     testTimeout: 180_000,
     hookTimeout: 120_000,
     globalSetup: ["test/support/brokers-ready.ts"],
+    reporters: ["default", "./test/support/timing-reporter.ts"],
   },
 });
