@@ -92,7 +92,9 @@ export class HostProcess {
     serve: ((to: Target, args: unknown[]) => unknown) | null = null,
   ) {
     mkdirSync(spec.dir, { recursive: true });
-    const env = { HOME: spec.dir, PATH: "/usr/bin:/bin", KAFKAJS_NO_PARTITIONER_WARNING: "1", LANG: "C.UTF-8" };
+    const env: Record<string, string> = { HOME: spec.dir, PATH: "/usr/bin:/bin", KAFKAJS_NO_PARTITIONER_WARNING: "1", LANG: "C.UTF-8" };
+    // Mutation testing (`npm run mutation`) picks the active mutant through this one variable.
+    if (process.env.__STRYKER_ACTIVE_MUTANT__) env.__STRYKER_ACTIVE_MUTANT__ = process.env.__STRYKER_ACTIVE_MUTANT__;
     const config = JSON.stringify({ bundle: spec.bundle, dir: spec.dir, shared: spec.shared, preload: spec.preload, nodeModules: spec.read[0] });
     const { file, args } = hostCommand(
       spec.mode,
