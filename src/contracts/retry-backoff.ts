@@ -15,6 +15,9 @@
  * const delay = jitter === "none" ? capped : Math.floor(random() * capped); // "full": uniform in [0, capped)
  * ```
  *
+ * The delay runs from the moment attempt `n` failed: the time the attempt itself took is not
+ * subtracted from it.
+ *
  * With `jitter: "full"`, `random()` is called exactly once per delay, when that delay is computed
  * (after the failed attempt, before its sleep), and never otherwise.
  */

@@ -72,6 +72,11 @@ interface Plan {
   steps: Step[];
   /** When set, isRetryable is passed and returns false exactly for these values. */
   fatal?: Set<unknown>;
+  /**
+   * How long attempt n takes in virtual time (index n − 1), drawn for every plan: an attempt
+   * is I/O, not an instant, and the delay is measured from its failure, not from its start.
+   */
+  durations?: number[];
 }
 
 interface Expected {
@@ -136,7 +141,7 @@ function model(plan: Plan): Expected {
     const capped = cappedDelay(plan, n);
     const delay = plan.jitter === "none" ? capped : Math.floor(plan.randoms[r++]! * capped);
     sleeps.push(delay);
-    at += delay;
+    at += (plan.durations?.[n - 1] ?? 0) + delay;
   }
 }
 
@@ -173,6 +178,7 @@ class Run {
     readonly plan: Plan,
     readonly signal?: AbortSignal,
   ) {
+    plan.durations ??= plan.steps.map(() => t.rng.int(1, 900));
     this.clock = new WatchedClock(() => this.poke());
   }
 
@@ -213,8 +219,15 @@ class Run {
           this.held = { resolve, reject };
         });
       }
-      // Settle a turn later, as real I/O would: the attempt is really in flight for a moment.
-      return new Promise((resolve, reject) => setImmediate(() => (step.ok ? resolve(step.value) : reject(step.error))));
+      // The attempt takes its planned virtual time (no sleep of the learner's is running then),
+      // and settles a turn later, as real I/O would.
+      const duration = plan.durations?.[index] ?? 0;
+      return (async () => {
+        if (duration > 0) await this.clock.advance(duration);
+        await new Promise((r) => setImmediate(r));
+        if (step.ok) return step.value;
+        throw step.error;
+      })();
     };
     // The learner's clock: `now()` answers synchronously from the grader's virtual time, and
     // `sleep(ms, signal)` is the grader's, so every request is seen and time moves only here.
@@ -349,6 +362,14 @@ class Run {
             `once no attempt is left, or the error is not retryable, rethrow at once; that wait only delays the caller.`,
         );
       }
+      // Jitter added to the capped delay instead of drawn below it: every delay at or above its cap.
+      const caps = sleeps.map((_, i) => cappedDelay(plan, i + 1));
+      if (plan.jitter === "full" && sleeps.length > 1 && sleeps.every((ms, i) => ms >= caps[i]!) && sleeps.some((ms, i) => ms > caps[i]!)) {
+        t.fail(
+          `${ctx}, every delay was at or above its capped value (sleeps ${list(sleeps)}, capped delays ${list(caps)}): the jitter was added on top. ` +
+            `Full jitter draws below the cap, Math.floor(random() * capped), so no delay ever exceeds it.`,
+        );
+      }
       const firstDiff = sleeps.findIndex((ms, i) => ms !== wantSleeps[i]);
       const at = firstDiff >= 0 ? firstDiff : Math.min(sleeps.length, wantSleeps.length);
       t.fail(
@@ -391,9 +412,16 @@ async function play(t: T, plan: Plan, about = ""): Promise<Run> {
 }
 
 /** Steps where every attempt fails, except (optionally) a success at `okAt`. */
+/**
+ * Steps where every attempt fails, except (optionally) a success at `okAt`. The failures cycle
+ * through every kind JavaScript throws (an Error, a plain object, a string) in a seeded order:
+ * the seed picks which attempt throws what, never whether a kind is tested.
+ */
 function steps(rng: Rng, count: number, okAt: number | null, tag: string, falsy = false): Step[] {
+  const kinds = rng.shuffle(["error", "object", "string"] as const);
   const out: Step[] = [];
-  for (let n = 1; n <= count + 2; n++) out.push(n === okAt ? success(rng, n, falsy) : failure(rng, n, tag));
+  let f = 0;
+  for (let n = 1; n <= count + 2; n++) out.push(n === okAt ? success(rng, n, falsy) : failure(rng, n, tag, kinds[f++ % kinds.length]));
   return out;
 }
 
@@ -540,9 +568,11 @@ export default defineGrader<Submission>({
         await run.drive();
         const over = run.clock.requests.find((r) => r.ms < 0 || r.ms >= plan.maxDelayMs);
         if (over) {
+          const onTop = over.ms >= plan.maxDelayMs && run.clock.requests.every((r, i) => r.ms >= cappedDelay(plan, i + 1));
           t.fail(
             `With ${showPlan(plan)}, your code slept ${over.ms} ms; with full jitter every delay is in [0, ${plan.maxDelayMs}) ms ` +
-              `(random() returned values in [0.35, 0.999)).`,
+              `(random() returned values in [0.35, 0.999))` +
+              (onTop ? ": every delay was at or above its capped value, so the jitter was drawn on top of the cap instead of below it." : "."),
           );
         }
         run.verify(model(plan));
@@ -614,10 +644,14 @@ export default defineGrader<Submission>({
       hint: "Ask options.isRetryable(error) about each failure (default: retry everything); when it says no, throw that error right away.",
       timeoutMs: 15000,
       async run(t) {
-        for (const k of t.rng.shuffle([1, t.rng.int(2, 4)])) {
+        // The refused value is an Error, a plain object and a string, one run each: code that
+        // asks isRetryable only about Error instances must fail here on every seed.
+        const kinds = t.rng.shuffle(["error", "object", "string"] as const);
+        for (const [i, kind] of kinds.entries()) {
+          const k = i === 0 ? 1 : t.rng.int(2, 4);
           const maxAttempts = k + t.rng.int(2, 3);
           const s = steps(t.rng, maxAttempts, null, "retryable");
-          const fatal = failure(t.rng, k, "fatal");
+          const fatal = failure(t.rng, k, "fatal", kind);
           s[k - 1] = fatal;
           if (fatal.ok) throw new Error("grader bug");
           await play(
