@@ -46,7 +46,8 @@ describe("msglab run --file", () => {
     it(`${ex.id}: the solution passes and the scaffold fails`, async () => {
       const good = await runJson(ex.id, ex.solutionPath);
       expect(good.status, JSON.stringify(good.checks, null, 1)).toBe("pass");
-      expect(good).toMatchObject({ version: 1, exercise: ex.id, score: good.maxScore });
+      expect(good).toMatchObject({ version: 2, status: "pass", message: null, exercise: ex.id, score: good.maxScore });
+      expect(good.tests.length).toBe(good.maxScore);
       const bad = await runJson(ex.id, ex.scaffoldPath);
       expect(bad.status).toBe("fail");
       expect(bad.checks.find((c) => c.status === "fail")?.hint).toBeTruthy();
@@ -105,15 +106,17 @@ describe("error paths give `error` with a message that names the cause", () => {
     expect(r.status).toBe("error");
     expect(r.message).toMatch(/`createEventStore` is not exported/);
   });
-  it("code that never returns (the timeout)", async () => {
+  it("code that never returns: each check times out on its own, and nothing ran means `error`", async () => {
     const r = await runJson(id, broken("never-returns.ts"), ["--timeout", "10"]);
     expect(r.status).toBe("error");
-    expect(r.message).toMatch(/timed out after 10000 ms during "/);
+    expect(r.message).toMatch(/Timed out after \d+ ms|time limit was used up/);
+    expect(r.tests.every((t) => t.status === "error" && t.cause === "submission")).toBe(true);
+    expect(r.labError).toBe(false);
   });
-  it("a call to process.exit(0)", async () => {
+  it("a call to process.exit(0) ends only the learner's own process: each check fails and says why", async () => {
     const r = await runJson(id, broken("calls-exit.ts"));
-    expect(r.status).toBe("error");
-    expect(r.message).toMatch(/called process\.exit\(0\)/);
+    expect(r.status).toBe("fail");
+    expect(r.tests[0]!.message).toMatch(/called process\.exit\(0\)/);
   });
   it("RabbitMQ unreachable", async () => {
     const ex = findExercise("priority-queue");
@@ -121,6 +124,7 @@ describe("error paths give `error` with a message that names the cause", () => {
     expect(r.status).toBe("error");
     expect(r.message).toMatch(/RabbitMQ is not reachable at amqp:\/\/guest:\*\*\*@127\.0\.0\.1:1/);
     expect(r.message).toMatch(/msglab up/);
+    expect(r.labError).toBe(true);
   });
 });
 

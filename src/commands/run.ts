@@ -110,12 +110,12 @@ async function repeat(countText: string, grade: (seed: number) => Promise<RunRes
     const r = await grade(firstSeed === undefined ? newSeed() : (firstSeed + i) >>> 0);
     runs.push(r);
     if (ui) {
-      const bad = r.checks.filter((c) => c.status !== "pass").map((c) => c.name);
+      const bad = r.tests.filter((c) => c.status !== "pass").map((c) => c.name);
       ui.printLine(`  ${String(i + 1).padStart(3)}/${n} ${r.status === "pass" ? ui.style.ok("pass ") : ui.style.bad(r.status.padEnd(5))} seed ${r.seed}  ${(r.durationMs / 1000).toFixed(1)} s${bad.length ? ui.style.dim("  " + bad.join("; ")) : ""}`);
     }
   }
   const passed = runs.filter((r) => r.status === "pass").length;
-  if (json) process.stdout.write(JSON.stringify({ version: 1, exercise: runs[0]!.exercise, repeat: n, passed, runs }, null, 2) + "\n");
+  if (json) process.stdout.write(JSON.stringify({ version: 2, exercise: runs[0]!.exercise, repeat: n, passed, runs }, null, 2) + "\n");
   else {
     const failed = runs.filter((r) => r.status !== "pass").map((r) => r.seed);
     ui!.printLine(`passed ${passed}/${n}` + (failed.length ? `; replay a failure with --seed ${failed[0]} (failing seeds: ${failed.join(", ")})` : ""));

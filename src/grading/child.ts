@@ -304,6 +304,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
 
   let status: Status = "pass";
   let message: string | null = null;
+  let cause: "lab" | "submission" | undefined;
   graderFault = null;
   const budget = Math.min(check.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS, cfg.deadline - Date.now() - 2500);
   let timer: NodeJS.Timeout | undefined;
@@ -322,6 +323,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
       message = `An error escaped your code outside any awaited call: ${errorText(escaped[0])}. Catch it where it is thrown.`;
     } else if (graderFault) {
       status = "error";
+      cause = "lab";
       message = `The grader itself failed (a bug in msglab, please report it): ${errorText(graderFault)}`;
     }
   } catch (e) {
@@ -333,8 +335,13 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
       // while the grader still needed it.
       status = "fail";
       message = e.message;
+    } else if (e instanceof CheckTimeout) {
+      status = "error";
+      cause = "submission";
+      message = e.message;
     } else if (isInfrastructureError(e)) {
       status = "error";
+      cause = "lab";
       message = e instanceof LabError ? e.message : `A broker went away during the check: ${errorText(e)}. Run \`msglab doctor\`.`;
     } else {
       status = "fail";
@@ -351,12 +358,16 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   await teardown(deferred, rabbit, kafka, names, cfg, amqpUrl);
   rmSync(tmpDir, { recursive: true, force: true });
   rmSync(sharedDir, { recursive: true, force: true });
+  const printed = [...(firstHost && sharedLearner ? [sharedLearner] : []), ...hosts].map((h) => h.tail(12)).filter(Boolean).join("\n");
   return {
     name: check.name,
     status,
     message,
+    output: status === "pass" || !printed ? null : printed.slice(-500),
+    test_code: `msglab run ${cfg.exercise} --only ${index + 1} --seed ${cfg.seed}`,
     hint: status === "fail" ? check.hint : null,
     durationMs: Math.round(performance.now() - started),
+    ...(cause ? { cause } : {}),
   };
 }
 

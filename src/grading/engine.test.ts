@@ -4,7 +4,7 @@ import type { ChildMessage } from "./protocol.ts";
 
 const exit = { code: 0, signal: null };
 const plan: ChildMessage = { type: "plan", checks: ["a", "b", "c"] };
-const pass = (name: string, index: number): ChildMessage => ({ type: "check-end", index, result: { name, status: "pass", message: null, hint: null, durationMs: 1 } });
+const pass = (name: string, index: number): ChildMessage => ({ type: "check-end", index, result: { name, status: "pass", message: null, output: null, test_code: null, hint: null, durationMs: 1 } });
 
 describe("interpret", () => {
   it("keeps finished checks and marks the running and remaining ones as errors after a timeout", () => {

@@ -150,23 +150,26 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
 
   const usage = messages.find((m) => m.type === "abort" && m.reason === "usage");
   if (usage && usage.type === "abort") throw usageError(usage.message);
-  const { checks, message } = interpret(messages, { timedOut, timeoutMs, exit, output, interrupted });
+  const { checks, message, labError } = interpret(messages, { timedOut, timeoutMs, exit, output, interrupted });
   const status = overallStatus(checks);
   const warnings = messages.flatMap((m) => (m.type === "warning" ? [m.message] : []));
   return {
     version: RESULT_VERSION,
+    status,
+    message: status === "error" ? (message ?? summary(checks)) : null,
+    tests: checks,
+    checks,
     exercise: exercise.id,
     submission,
-    status,
-    message: message ?? summary(checks),
+    summary: message && status === "error" ? firstLine(message) : summary(checks),
     seed,
     score: checks.filter((c) => c.status === "pass").length,
     maxScore: checks.length,
     durationMs: Math.round(performance.now() - started),
-    checks,
     output: output.trim() ? output.trim() : null,
     warnings,
     sandbox: childConfig.sandbox,
+    labError,
     ...(interrupted ? { interrupted: true } : {}),
   };
 }
@@ -184,7 +187,7 @@ function summary(checks: CheckResult[]): string {
 export function interpret(
   messages: ChildMessage[],
   run: { timedOut: boolean; timeoutMs: number; exit: { code: number | null; signal: NodeJS.Signals | null }; output: string; interrupted?: boolean },
-): { checks: CheckResult[]; message: string | null } {
+): { checks: CheckResult[]; message: string | null; labError: boolean } {
   const plan = messages.find((m) => m.type === "plan")?.checks ?? [];
   const ended = new Map<string, CheckResult>();
   let running: string | null = null;
@@ -199,18 +202,27 @@ export function interpret(
   const done = messages.some((m) => m.type === "done");
 
   let message: string | null = null;
+  // Whose problem an early end was: a broker or the lab's own failure is regraded, a learner's not.
+  let cause: "lab" | "submission" = "submission";
   if (run.interrupted || messages.some((m) => m.type === "interrupted")) message = "Interrupted (Ctrl-C): grading stopped; nothing was recorded.";
-  else if (abort) message = abort.message;
+  else if (abort) {
+    message = abort.message;
+    if (abort.reason === "broker" || abort.reason === "grader") cause = "lab";
+  }
   else if (run.timedOut) {
     message = `Grading timed out after ${run.timeoutMs} ms${running ? ` during "${running}"` : ""}: something never returns (a busy loop, or a promise that never settles). Find the loop or the missing resolve; \`--timeout\` raises the limit.`;
   } else if (!done) {
     const how = run.exit.signal ? `was killed by ${run.exit.signal}` : `exited with code ${run.exit.code}`;
     const tail = lastLines(run.output, 6);
     message = `The grading process ${how}${running ? ` during "${running}"` : ""} before it finished.${tail ? ` Last output:\n${tail}` : ""}`;
+    // Submissions never run in the grading process: if it died, the lab (or the machine) failed.
+    cause = "lab";
   }
 
+  const labError = (errors: CheckResult[]) => errors.some((c) => c.status === "error" && c.cause === "lab");
   if (message && plan.length === 0) {
-    return { checks: [{ name: "load submission", status: "error", message, hint: null, durationMs: 0 }], message };
+    const only: CheckResult = { name: "load submission", status: "error", message, output: null, test_code: null, hint: null, durationMs: 0, cause };
+    return { checks: [only], message, labError: cause === "lab" };
   }
   const checks = plan.map<CheckResult>((name) => {
     const r = ended.get(name);
@@ -219,11 +231,14 @@ export function interpret(
       name,
       status: "error",
       message: name === running || !message ? message ?? "This check did not run." : `Not run: ${firstLine(message)}`,
+      output: null,
+      test_code: null,
       hint: null,
       durationMs: 0,
+      cause,
     };
   });
-  return { checks, message };
+  return { checks, message, labError: labError(checks) };
 }
 
 function firstLine(s: string): string {

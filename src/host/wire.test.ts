@@ -50,7 +50,7 @@ describe("the RPC wire", () => {
       const twice = await cb(21);
       return {
         n: twice,
-        add(x: number) {
+        add(this: { n: number }, x: number) {
           return this.n + x;
         },
       };

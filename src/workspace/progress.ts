@@ -63,12 +63,15 @@ export class ProgressStore {
     this.snapshot();
   }
 
-  /** An `error` run is the lab's problem, so it never downgrades a status; it still counts as an attempt. */
+  /**
+   * A run that the lab or a broker spoiled (`labError`) never downgrades a status, and neither
+   * does one where nothing ran; either still counts as an attempt.
+   */
   recordResult(result: RunResult): void {
     const write = this.db.transaction(() => {
       const prev = this.get(result.exercise);
       const status: ExerciseStatus =
-        result.status === "pass" ? "passed" : result.status === "fail" ? "failing" : (prev?.status ?? "started");
+        result.status === "pass" ? "passed" : result.status === "fail" && !result.labError ? "failing" : (prev?.status ?? "started");
       this.db
         .prepare(
           `INSERT INTO progress (exercise, status, attempts, last_result, updated_at) VALUES (@exercise, @status, 1, @result, @at)

@@ -3,8 +3,17 @@ import { describe, expect, it } from "vitest";
 import type { RunResult } from "../result.ts";
 import { toJUnit } from "./junit.ts";
 
+const tests: RunResult["tests"] = [
+  { name: "ok <one>", status: "pass", message: null, output: null, test_code: null, hint: null, durationMs: 5 },
+  { name: "bad", status: "fail", message: 'saw "x" < expected\u0001', output: null, test_code: null, hint: "look", durationMs: 6 },
+  { name: "broke", status: "error", message: "broker down", output: null, test_code: null, hint: null, durationMs: 0, cause: "lab" },
+];
+
 const result: RunResult = {
-  version: 1,
+  version: 2,
+  summary: "1/3 checks passed",
+  labError: true,
+  tests,
   exercise: "demo",
   submission: "/tmp/a&b.ts",
   status: "fail",
@@ -16,11 +25,7 @@ const result: RunResult = {
   output: null,
   warnings: [],
   sandbox: "bwrap",
-  checks: [
-    { name: "ok <one>", status: "pass", message: null, hint: null, durationMs: 5 },
-    { name: "bad", status: "fail", message: 'saw "x" < expected\u0001', hint: "look", durationMs: 6 },
-    { name: "broke", status: "error", message: "broker down", hint: null, durationMs: 0 },
-  ],
+  checks: tests,
 };
 
 describe("toJUnit", () => {
