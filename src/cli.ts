@@ -42,7 +42,9 @@ gradeFlags(
     .command("run <exercise>")
     .description("show the brief, create your copy from the scaffold if needed, and grade it")
     .option("--file <path>", "grade this file instead of your workspace copy")
-    .option("--json", "print the result as JSON")
+    .option("--json", "print the result as JSON (exercism's results.json v2)")
+    .addOption(new Option("--reporter <name>", "output format").choices(["pretty", "json", "junit", "github-classroom"]))
+    .option("--out <file>", "write the report to a file")
     .option("--watch", "grade again on every save")
     .option("--repeat <n>", "grade n times with different seeds and report passed k/n")
     .option("--only <check>", "grade only this check (a name or a number; repeat the flag for more)", (v: string, prev: string[] = []) => [...prev, v]),
@@ -53,7 +55,7 @@ gradeFlags(
     .command("check")
     .description("grade every exercise you started (or every reference solution)")
     .option("--solutions", "grade the reference solutions instead")
-    .addOption(new Option("--reporter <name>", "output format").choices(["pretty", "json", "junit"]).default("pretty"))
+    .addOption(new Option("--reporter <name>", "output format").choices(["pretty", "json", "junit", "github-classroom"]).default("pretty"))
     .option("--out <file>", "write the json/junit report to a file"),
 ).action((opts) => set(import("./commands/check.ts").then((m) => m.check(opts))));
 

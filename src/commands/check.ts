@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, writeFileSync } from "node:fs";
 import { loadCourse } from "../catalog/load.ts";
 import type { Exercise } from "../catalog/types.ts";
 import { loadConfig } from "../config.ts";
@@ -9,7 +9,8 @@ import { learnerFile } from "../workspace/copies.ts";
 import { parseMemory, parseSandbox, parseSeed, parseTimeout, type GradeFlags } from "./grade-common.ts";
 import { interruptedError, interruptSignal } from "../interrupt.ts";
 
-export type Reporter = "pretty" | "json" | "junit";
+export type Reporter = "pretty" | "json" | "junit" | "github-classroom";
+export const REPORTERS: Reporter[] = ["pretty", "json", "junit", "github-classroom"];
 
 export interface CheckOptions extends GradeFlags {
   solutions?: boolean;
@@ -23,7 +24,7 @@ export interface CheckOptions extends GradeFlags {
  */
 export async function check(opts: CheckOptions): Promise<number> {
   const reporter = (opts.reporter ?? "pretty") as Reporter;
-  if (!["pretty", "json", "junit"].includes(reporter)) throw usageError(`--reporter must be pretty, json or junit (got "${opts.reporter}").`);
+  if (!REPORTERS.includes(reporter)) throw usageError(`--reporter must be ${REPORTERS.join(", ")} (got "${opts.reporter}").`);
   const config = loadConfig(opts);
   const seed = parseSeed(opts.seed);
   const timeoutMs = parseTimeout(opts.timeout);
@@ -57,13 +58,7 @@ export async function check(opts: CheckOptions): Promise<number> {
     store?.close();
   }
 
-  let text: string | null = null;
-  if (reporter === "json") text = (await import("../grading/reporters/json.ts")).toJson(results);
-  if (reporter === "junit") text = (await import("../grading/reporters/junit.ts")).toJUnit(results);
-  if (text !== null) {
-    if (opts.out) writeFileSync(opts.out, text);
-    else process.stdout.write(text);
-  }
+  await writeReport(reporter, results, opts.out);
   const passed = results.filter((r) => r.status === "pass").length;
   if (ui) {
     const secs = ((performance.now() - started) / 1000).toFixed(1);
@@ -71,4 +66,23 @@ export async function check(opts: CheckOptions): Promise<number> {
     ui.printLine(passed === results.length ? ui.style.ok(line) : ui.style.bad(line));
   }
   return passed === results.length ? 0 : 1;
+}
+
+/** The machine-readable reporters, shared by `run` and `check`. */
+export async function writeReport(reporter: Reporter, one: RunResult | RunResult[], out: string | undefined): Promise<void> {
+  const results = Array.isArray(one) ? one : [one];
+  let text: string | null = null;
+  // One grading (run) prints its result itself; several (check) an envelope around them.
+  if (reporter === "json") text = (await import("../grading/reporters/json.ts")).toJson(one);
+  if (reporter === "junit") text = (await import("../grading/reporters/junit.ts")).toJUnit(results);
+  if (reporter === "github-classroom") {
+    const { toClassroom, classroomOutputLine } = await import("../grading/reporters/github-classroom.ts");
+    const payload = toClassroom(results);
+    text = JSON.stringify(payload, null, 2) + "\n";
+    // In a GitHub Actions step, also the step's `result` output, which the reporter action decodes.
+    if (process.env.GITHUB_OUTPUT) appendFileSync(process.env.GITHUB_OUTPUT, classroomOutputLine(payload));
+  }
+  if (text === null) return;
+  if (out) writeFileSync(out, text);
+  else process.stdout.write(text);
 }

@@ -15,6 +15,8 @@ export interface RunOptions extends GradeFlags {
   watch?: boolean;
   repeat?: string;
   only?: string[];
+  reporter?: string;
+  out?: string;
 }
 
 /**
@@ -31,6 +33,10 @@ export async function run(id: string, opts: RunOptions): Promise<number> {
   const memoryMb = parseMemory(opts.memory);
   const sandbox = parseSandbox(opts.sandbox);
   const signal = interruptSignal();
+  const { REPORTERS, writeReport } = await import("./check.ts");
+  const reporter = (opts.json ? "json" : (opts.reporter ?? "pretty")) as (typeof REPORTERS)[number];
+  if (!REPORTERS.includes(reporter)) throw usageError(`--reporter must be ${REPORTERS.join(", ")} (got "${opts.reporter}").`);
+  if (reporter !== "pretty") opts.json = true;
   const grade = (s: number | undefined) => gradeSubmission(ex, file!, { config, seed: s, timeoutMs, only, memoryMb, sandbox, signal });
   const ui = opts.json ? null : await import("../ui/output.ts");
 
@@ -65,7 +71,7 @@ export async function run(id: string, opts: RunOptions): Promise<number> {
       ui.printLine(ui.formatResult(result));
       if (result.status === "pass" && !opts.file) ui.printLine(ui.style.ok(`\nWell done. Next: \`msglab list\`, or \`msglab quiz ${ex.id}\` to check the concepts.`));
       else if (result.status === "fail") ui.printLine(ui.style.dim(`\nStuck? \`msglab hint ${ex.id}\` shows the next hint.`));
-    } else process.stdout.write(JSON.stringify(result, null, 2) + "\n");
+    } else await writeReport(reporter, result, opts.out);
     return result;
   };
 
