@@ -250,7 +250,11 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   const learnerHost = (): Promise<Host> => {
     if (firstHost) return firstHost;
     if (grader.shareLearnerHost) {
-      if (!sharedLearner || !sharedLearner.alive) sharedLearner = takeHost(cfg);
+      if (!sharedLearner || !sharedLearner.alive) {
+        sharedLearner = takeHost(cfg);
+        // The spare just went to the shared host: the next `t.host()` should not start cold.
+        warmSpare(cfg);
+      }
       const proc = sharedLearner;
       sharedEscapedBefore = proc.escaped.length;
       return (firstHost = proc.ready.then(() => new Host(proc, 1, routes)));

@@ -52,6 +52,27 @@ export class HostGone extends Error {
 const TAIL_BYTES = 6000;
 const WATCH_MS = 50;
 
+/** Every process under `pid`, deepest first (Linux; elsewhere the host has no children). */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const visit = (p: number, depth: number) => {
+    if (depth > 8) return;
+    try {
+      for (const t of readdirSync(`/proc/${p}/task`)) {
+        const kids = readFileSync(`/proc/${p}/task/${t}/children`, "utf8").trim();
+        for (const k of kids ? kids.split(/\s+/) : []) {
+          visit(Number(k), depth + 1);
+          out.push(Number(k));
+        }
+      }
+    } catch {
+      // gone, or no /proc
+    }
+  };
+  visit(pid, 0);
+  return out;
+}
+
 function rssKb(pid: number): number {
   let total = 0;
   const visit = (p: number, depth: number) => {
@@ -112,7 +133,8 @@ export class HostProcess {
     const syncOut = stdio[5] as Writable;
     toHost.on("error", () => {});
     syncOut.on("error", () => {});
-    this.peer = new Peer({ send: (m) => toHost.write(JSON.stringify(m) + "\n") }, serve, 1);
+    // Nothing more reaches a host once it is being killed: not even a reply it is blocked on.
+    this.peer = new Peer({ send: (m) => void (this.alive && toHost.write(JSON.stringify(m) + "\n")) }, serve, 1);
 
     let readyResolve!: (e: Record<string, string>) => void;
     let readyReject!: (e: unknown) => void;
@@ -186,7 +208,8 @@ export class HostProcess {
         if (msg.sync) {
           this.syncChain = this.syncChain.then(() =>
             this.peer.serve(msg, (reply) => {
-              syncOut.write(JSON.stringify(reply) + "\n");
+              // A grader that killed the host inside this call must not let it run on.
+              if (this.alive) syncOut.write(JSON.stringify(reply) + "\n");
             }),
           );
           return;
@@ -232,7 +255,19 @@ export class HostProcess {
     this.signal();
   }
 
+  /**
+   * SIGKILL to the host and everything under it at once. Under bubblewrap the learner's Node is
+   * a grandchild that would otherwise die only a moment after bwrap (with its parent): the
+   * crash must land where the grader decided, not a few instructions later.
+   */
   private signal(): void {
+    for (const pid of descendants(this.child.pid ?? -1)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
     try {
       this.child.kill("SIGKILL");
     } catch {
