@@ -28,6 +28,7 @@ export function createEventStore<S>(options: EventStoreOptions<S>): EventStore<S
 
   const db = new Database(options.dbPath);
   db.pragma("journal_mode = WAL");
+  // Other processes write this file too, and hold its write lock for a moment: wait for it.
   db.pragma("busy_timeout = 5000");
   db.exec(SCHEMA);
 
@@ -40,6 +41,8 @@ export function createEventStore<S>(options: EventStoreOptions<S>): EventStore<S
       //   3. if Math.floor(before / every) < Math.floor(after / every): save a snapshot at `after`
       //      holding the state after events 1..after, then keep only the `keep` latest snapshots
       // A primary-key violation (SQLITE_CONSTRAINT_PRIMARYKEY) means another writer won: a ConcurrencyError too.
+      // Ids are any string ("o'brien:\"x\" 7", "50%_off "): bind them as parameters (aggregate_id = ?),
+      // compared exactly. A crash in the middle must leave none of the append: it is all one transaction.
       // Return the new version.
       void [aggregateId, expectedVersion, events, every, keep, ConcurrencyError];
       throw new Error("TODO: append events with an optimistic concurrency check");
