@@ -59,6 +59,20 @@ gradeFlags(
     .option("--out <file>", "write the json/junit report to a file"),
 ).action((opts) => set(import("./commands/check.ts").then((m) => m.check(opts))));
 
+gradeFlags(
+  program
+    .command("grade <roster> [dirs...]")
+    .description("grade a whole class (instructors): <roster> has a folder per student; `grade merge <dir>…` joins shards")
+    .option("--exercises <ids>", "the assignment, comma-separated (default: whatever each student has)")
+    .option("--out <dir>", "where the gradebook and reports go", "msglab-grades")
+    .option("--jobs <n>", "gradings in parallel (default: twice the cores, 2 to 8)")
+    .option("--shard <i/n>", "grade a deterministic slice of the class (for CI matrix jobs)")
+    .option("--force", "regrade even what is unchanged since it was graded")
+    .option("--before <date>", "grade each git repository as of its last commit before this date")
+    .option("--no-os-sandbox", "allow grading without bubblewrap (Node's permission model alone; recorded)")
+    .option("--json", "print the summary as JSON"),
+).action((roster: string, dirs: string[], opts) => set(import("./commands/grade.ts").then((m) => m.grade(roster, dirs, opts))));
+
 brokerFlags(program.command("hint <exercise>").description("the next hint for an exercise")).action((id: string, opts) =>
   set(import("./commands/hint.ts").then((m) => m.hint(id, opts))),
 );

@@ -61,12 +61,16 @@ if (!config) {
   process.exit(2);
 }
 
-// A grader bug must not take the whole grading down unnoticed; it is reported as an error.
-let graderFault: unknown = null;
-process.on("uncaughtException", (e) => (graderFault ??= e));
+// A grader bug must not take the whole grading down unnoticed: it is charged, as an error, to
+// the checks running when it happened.
+const runningChecks = new Set<{ fault: unknown }>();
+const charge = (e: unknown) => {
+  for (const c of runningChecks) c.fault ??= e;
+};
+process.on("uncaughtException", charge);
 // A call still waiting when its host was killed rejects with HostGone; nobody need await it.
 process.on("unhandledRejection", (e) => {
-  if (!(e instanceof HostGone)) graderFault ??= e;
+  if (!(e instanceof HostGone)) charge(e);
 });
 
 function errorText(e: unknown): string {
@@ -309,7 +313,8 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   let status: Status = "pass";
   let message: string | null = null;
   let cause: "lab" | "submission" | undefined;
-  graderFault = null;
+  const fault = { fault: null as unknown };
+  runningChecks.add(fault);
   const budget = Math.min(check.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS, cfg.deadline - Date.now() - 2500);
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -325,10 +330,10 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
     if (escaped.length) {
       status = "fail";
       message = `An error escaped your code outside any awaited call: ${errorText(escaped[0])}. Catch it where it is thrown.`;
-    } else if (graderFault) {
+    } else if (fault.fault) {
       status = "error";
       cause = "lab";
-      message = `The grader itself failed (a bug in msglab, please report it): ${errorText(graderFault)}`;
+      message = `The grader itself failed (a bug in msglab, please report it): ${errorText(fault.fault)}`;
     }
   } catch (e) {
     if (e instanceof CheckFailure) {
@@ -353,6 +358,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
     }
   } finally {
     clearTimeout(timer);
+    runningChecks.delete(fault);
   }
   // Hosts die first, so nothing of the learner's is still consuming while queues are deleted.
   // A shared learner host lives on, unless the check failed in a way that may have left it
@@ -437,14 +443,20 @@ async function main(cfg: ChildConfig): Promise<void> {
     await Promise.allSettled([vhost?.delete(), leftovers?.sweep(`msglab-${cfg.runId}`, `msglab.${cfg.runId}`), rabbitLeftovers?.sweep()]);
   };
 
-  for (let k = 0; k < selected.length; k++) {
-    if (interrupting) return;
-    const i = selected[k]!;
-    const check = grader.checks[i]!;
-    send({ type: "check-start", index: i, name: check.name });
-    const result = await runCheck(grader, i, cfg, amqpUrl, k < selected.length - 1);
-    send({ type: "check-end", index: i, result });
-  }
+  const lanes = grader.shareLearnerHost ? 1 : Math.max(1, Math.min(grader.concurrency ?? 1, selected.length));
+  let next = 0;
+  const lane = async () => {
+    for (;;) {
+      if (interrupting || next >= selected.length) return;
+      const k = next++;
+      const i = selected[k]!;
+      const check = grader.checks[i]!;
+      send({ type: "check-start", index: i, name: check.name });
+      const result = await runCheck(grader, i, cfg, amqpUrl, k < selected.length - 1);
+      send({ type: "check-end", index: i, result });
+    }
+  };
+  await Promise.all(Array.from({ length: lanes }, lane));
   if (interrupting) return;
   if (spare) void spare.kill();
   await killAllHosts();

@@ -40,7 +40,8 @@ const builders: Record<string, Builder> = {
     const amqp = await libs.amqplib();
     // Under bubblewrap the host has no network: the grader's gateway gives it a Unix socket
     // that leads where the URL says (src/kit/gateway.ts). amqplib passes `path` to net.connect.
-    const socket = typeof opts.socketPath === "string" ? { path: opts.socketPath } : {};
+    // noDelay: without it Nagle's algorithm holds the handshake's small frames ~40 ms each.
+    const socket = typeof opts.socketPath === "string" ? { path: opts.socketPath, noDelay: true } : { noDelay: true };
     const conn = await amqp.connect(str(opts, "url"), socket);
     // The environment's own connection: a late error on it is not the learner's crash.
     conn.on("error", quiet);
@@ -133,6 +134,21 @@ const builders: Record<string, Builder> = {
       stmt.run(...(params as unknown[]));
       after?.(args);
     };
+  },
+
+  /**
+   * A SQL function on a database the host opened (`db`), whose body is the grader's callback
+   * `fn` (mark it `t.sync`): `db.function(name, { varargs: true }, fn)`. Called from a trigger
+   * the grader created on its own connection, it puts a grader's say (a crash point) inside a
+   * learner's own write: the host is blocked in that statement until the grader answers.
+   * `fn`'s return value is the SQL result (undefined becomes NULL).
+   */
+  "sqlite.function"(opts) {
+    const db = opts.db as import("better-sqlite3").Database;
+    const fn = opts.fn as (...args: unknown[]) => unknown;
+    if (typeof fn !== "function") throw new TypeError('capability option "fn" must be a function');
+    db.function(str(opts, "name"), { varargs: true }, (...args: unknown[]) => fn(...args) ?? null);
+    return null;
   },
 
   /** An AbortController: the learner gets `signal`, the grader calls `abort(reason)`. */

@@ -60,6 +60,21 @@ describe("the RPC wire", () => {
     expect(await r.add(1)).toBe(43);
   });
 
+  it("the same method of two instances stays bound to each its own", async () => {
+    class Counter {
+      constructor(readonly name: string) {}
+      who(): string {
+        return this.name;
+      }
+    }
+    let n = 0;
+    const { grader } = pair(() => new Counter(`c${++n}`));
+    const a = (await grader.call({ export: "f" }, [])) as { who(): Promise<string> };
+    const b = (await grader.call({ export: "f" }, [])) as { who(): Promise<string> };
+    expect(await a.who()).toBe("c1");
+    expect(await b.who()).toBe("c2");
+  });
+
   it("a returned promise settles later; `raw` leaves it unfollowed", async () => {
     let resolve!: (v: string) => void;
     const { grader } = pair(() => new Promise<string>((r) => (resolve = r)));

@@ -133,7 +133,20 @@ export class Peer {
     return this.enc(value, 0, state, self);
   }
 
+  /** Functions taken off an object, by object: the same method of two instances is two references. */
+  private readonly boundIds = new WeakMap<object, Map<object, number>>();
+
   private register(obj: object, self?: unknown): { id: number; fresh: boolean } {
+    if (typeof obj === "function" && self !== undefined && self !== null && typeof self === "object") {
+      let perSelf = this.boundIds.get(self);
+      if (!perSelf) this.boundIds.set(self, (perSelf = new Map()));
+      const known = perSelf.get(obj);
+      if (known !== undefined) return { id: known, fresh: false };
+      const id = this.id();
+      perSelf.set(obj, id);
+      this.own.set(id, { value: obj, self });
+      return { id, fresh: true };
+    }
     const known = this.ownIds.get(obj);
     if (known !== undefined) return { id: known, fresh: false };
     const id = this.id();

@@ -80,6 +80,13 @@ export interface Grader<S> {
    * start is most of such a check's time. A fresh process is still one `t.host()` away.
    */
   shareLearnerHost?: boolean;
+  /**
+   * How many checks may run at the same time (default 1). Checks share nothing by design and
+   * mostly wait on brokers and timers, so running a few at once cuts a grading's wall time; each
+   * check's timing windows must then hold with its neighbours running. Ignored with
+   * `shareLearnerHost` (one host cannot serve two checks at once).
+   */
+  concurrency?: number;
   checks: Check<S>[];
 }
 

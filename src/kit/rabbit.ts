@@ -14,7 +14,7 @@ export class RabbitKit {
     const amqp = await import("amqplib");
     let conn: ChannelModel;
     try {
-      conn = await amqp.connect(this.url);
+      conn = await amqp.connect(this.url, { noDelay: true });
     } catch (e) {
       throw new LabError(`RabbitMQ is not reachable at ${redact(this.url)} (${(e as Error).message}): run \`msglab up\`.`);
     }
@@ -38,7 +38,7 @@ export async function deleteRabbitResources(url: string, resources: { kind: stri
   const mine = resources.filter((r) => r.kind === "queue" || r.kind === "exchange");
   if (mine.length === 0) return [];
   const amqp = await import("amqplib");
-  const conn = await amqp.connect(url);
+  const conn = await amqp.connect(url, { noDelay: true });
   conn.on("error", () => {});
   const done: string[] = [];
   try {
