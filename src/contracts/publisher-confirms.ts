@@ -4,10 +4,10 @@
  * The learner exports, from `publisher.ts`:
  *
  * ```ts
- * createPublisher(connection: ChannelModel, exchange: string): Promise<Publisher>
+ * createPublisher(connection: ChannelModel, exchange: string, options?: PublisherOptions): Promise<Publisher>
  * ```
  *
- * `ChannelModel` is amqplib's promise-API connection. The grader opens it (sometimes through a
+ * `ChannelModel` is amqplib's promise-API connection. The grader opens it (often through a
  * chaos proxy that can hold the broker's confirms or cut the connection), hands it over, and
  * watches the exchange from a connection of its own.
  */
@@ -25,6 +25,21 @@ export interface PublishReceipt {
   messageId: string;
 }
 
+/** The default of {@link PublisherOptions.confirmTimeoutMs}: 10 seconds. */
+export const DEFAULT_CONFIRM_TIMEOUT_MS = 10_000;
+
+export interface PublisherOptions {
+  /**
+   * The deadline of every `publish()`: how long, counted from the moment `publish()` is called,
+   * it waits for that message's confirm. When the deadline passes without an ack or a nack,
+   * `publish()` rejects (never resolves): nobody knows whether the broker has the message.
+   * Not earlier: until the deadline, only the message's own confirm, or the channel closing,
+   * settles it. Each publish has its own deadline (not the first one's, not the publisher's).
+   * Default {@link DEFAULT_CONFIRM_TIMEOUT_MS} (10 000 ms).
+   */
+  confirmTimeoutMs?: number;
+}
+
 /** A publisher bound to one exchange, on a channel in confirm mode. */
 export interface Publisher {
   /**
@@ -33,12 +48,17 @@ export interface Publisher {
    * (unique across publishers and restarts too: a random UUID); `timestamp` the publish time in
    * whole **seconds** since the epoch (AMQP's timestamp unit).
    *
-   * Resolves to `{ messageId }` only once the broker has confirmed (basic.ack) **this**
-   * message. Rejects if the broker nacks it, or if the channel or connection closes before its
-   * confirm arrives: then nobody knows whether the broker has the message, and the caller
-   * must be told. Several calls may be in flight at once; each one settles on its own
-   * message's confirm, not on another message's. A nack must not break the publisher: later
-   * calls work as usual.
+   * Settles exactly once, on the first of these:
+   * - the broker acks (basic.ack) **this** message: resolves to `{ messageId }`;
+   * - the broker nacks it: rejects;
+   * - the channel or connection closes before its confirm arrived: rejects, at once (not at the
+   *   deadline): nobody knows whether the broker has the message, and the caller must be told;
+   * - its deadline (`confirmTimeoutMs` after the call) passes without a confirm: rejects.
+   *
+   * Several calls may be in flight at once; each one settles on its own message's confirm, not
+   * on another message's (a confirm that arrives after its publish timed out settles nothing
+   * else). A nack or a timeout must not break the publisher: later calls work as usual. Once the
+   * connection is gone, a new call rejects (it cannot reach the broker).
    */
   publish(routingKey: string, event: DomainEvent): Promise<PublishReceipt>;
   /**
@@ -53,8 +73,9 @@ export interface Publisher {
  * Declares `exchange` as a durable topic exchange (not auto-delete, not internal) on the given
  * connection, and resolves to a publisher for it once the exchange exists. Declaring it again
  * when it already exists (a second publisher, a restart) must succeed and keep its bindings.
+ * Several publishers may share one connection, each with its own options.
  */
-export type CreatePublisher = (connection: ChannelModel, exchange: string) => Promise<Publisher>;
+export type CreatePublisher = (connection: ChannelModel, exchange: string, options?: PublisherOptions) => Promise<Publisher>;
 
 /** The learner's module, as the grader sees it. */
 export interface PublisherConfirmsSubmission {

@@ -1,361 +1,74 @@
 import { isDeepStrictEqual } from "node:util";
-import amqp from "amqplib";
-import type { Channel, ChannelModel, GetMessage } from "amqplib";
-import { amqpCode, brokerText, defineGrader, describeValue, isConfirm, LabError } from "../../../src/kit/index.ts";
-import type { AmqpFrame, ChaosProxy, CheckContext, Rng } from "../../../src/kit/index.ts";
-import type { DomainEvent, Publisher, PublisherConfirmsSubmission } from "../../../src/contracts/publisher-confirms.ts";
-
-type T = CheckContext<PublisherConfirmsSubmission>;
+import { amqpCode, defineGrader, describeValue } from "../../../src/kit/index.ts";
+import type { Publisher, PublisherConfirmsSubmission } from "../../../src/contracts/publisher-confirms.ts";
+import { DEFAULT_CONFIRM_TIMEOUT_MS } from "../../../src/contracts/publisher-confirms.ts";
+import {
+  Call,
+  arrange,
+  arrangeChaos,
+  brokerWords,
+  errText,
+  fate,
+  frames,
+  keyText,
+  learnerConnection,
+  makeEvent,
+  matchMessages,
+  ms,
+  mustHaveResolved,
+  newPublisher,
+  publishInTurn,
+  randomKey,
+  receiptId,
+  receiptsMatch,
+  refOf,
+  settleAll,
+  twoKeys,
+  type ChaosWorld,
+  type Key,
+  type T,
+} from "./grader-util.ts";
 
 /**
- * How long a publish must stay pending after its confirm has been held at the proxy. By then a
- * fire-and-forget publish resolved long ago (before its message even reached the queue); the
- * window only catches code that "waits" on a short timer instead of the confirm.
+ * How long a burst of publishes stays pending, watched, after the broker's confirms for all of
+ * them were held at the proxy. A fire-and-forget publish resolved long before; this catches a
+ * short "wait a little, then assume it worked" timer. Timers of any length are the deadline
+ * check's business, which holds confirms for seconds.
  */
 const OBSERVE_MS = 200;
-
-// ---------------------------------------------------------------- connections
-
-/** The learner's connection: direct, or through the chaos proxy. Closed after the check. */
-async function learnerConnection(t: T, proxy?: ChaosProxy): Promise<ChannelModel> {
-  if (!proxy) return t.rabbit.connect();
-  let conn: ChannelModel;
-  try {
-    conn = await amqp.connect(proxy.urlFor(t.rabbit.url));
-  } catch (e) {
-    throw new LabError(`Could not connect to RabbitMQ through the grader's proxy (${(e as Error).message}): run \`msglab doctor\`.`);
-  }
-  // The proxy cuts this connection in some checks; its error must not crash the grader.
-  conn.on("error", () => {});
-  t.defer(() => conn.close().catch(() => {}));
-  return conn;
-}
-
-async function newPublisher(t: T, conn: ChannelModel, exchange: string): Promise<Publisher> {
-  const pub = await t.within("createPublisher()", 5000, t.submission.createPublisher(conn, exchange));
-  if (!pub || typeof pub.publish !== "function" || typeof pub.close !== "function") {
-    t.fail(`createPublisher() resolved to ${describeValue(pub)}; it must resolve to an object with publish() and close() methods.`);
-  }
-  t.defer(() => Promise.resolve().then(() => pub.close()).catch(() => {}));
-  return pub;
-}
-
-// ---------------------------------------------------------------- the grader's own view
-
-
-/** The grader's own connection: declares its queues, binds them, counts and reads messages. */
-class Observer {
-  private ch: Channel | undefined;
-  private constructor(private readonly conn: ChannelModel) {}
-
-  static async open(t: T): Promise<Observer> {
-    return new Observer(await t.rabbit.connect());
-  }
-
-  /** A channel for one operation that may close it (a passive declare, a failed bind). */
-  async throwaway(): Promise<Channel> {
-    const ch = await this.conn.createChannel();
-    ch.on("error", () => {});
-    return ch;
-  }
-
-  private async channel(): Promise<Channel> {
-    if (!this.ch) {
-      const ch = await this.throwaway();
-      ch.on("close", () => {
-        if (this.ch === ch) this.ch = undefined;
-      });
-      this.ch = ch;
-    }
-    return this.ch;
-  }
-
-  /**
-   * Declares a grader queue and binds it to the learner's exchange. A missing exchange is the
-   * learner's bug: createPublisher() must have declared it before it resolved.
-   */
-  async queue(t: T, queue: string, exchange: string, patterns: string[], args?: Record<string, unknown>): Promise<void> {
-    const ch = await this.throwaway();
-    await ch.assertQueue(queue, { durable: false, ...(args ? { arguments: args } : {}) });
-    for (const p of patterns) {
-      try {
-        await ch.bindQueue(queue, exchange, p);
-      } catch (e) {
-        if (amqpCode(e) === 404) {
-          t.fail(`After createPublisher(conn, "${exchange}") resolved, the grader could not bind a queue to that exchange: the broker says ${brokerText(e)}. createPublisher() must declare the exchange before it resolves.`);
-        }
-        throw e;
-      }
-    }
-    await ch.close().catch(() => {});
-  }
-
-  /** Ready messages in the queue. */
-  async count(queue: string): Promise<number> {
-    const ch = await this.channel();
-    return (await ch.checkQueue(queue)).messageCount;
-  }
-
-  async purge(queue: string): Promise<void> {
-    await (await this.channel()).purgeQueue(queue);
-  }
-
-  /** Publishes straight to a queue on a confirm channel and waits for the broker's ack. */
-  async fill(queue: string, body: string): Promise<void> {
-    const ch = await this.conn.createConfirmChannel();
-    ch.on("error", () => {});
-    ch.sendToQueue(queue, Buffer.from(body), { persistent: true });
-    await ch.waitForConfirms();
-    await ch.close().catch(() => {});
-  }
-
-  /**
-   * Waits (briefly) until `n` messages are ready, then takes them all. The wait matters only for
-   * code that resolves before the broker has the message; the confirm checks judge that.
-   */
-  async collect(t: T, queue: string, n: number): Promise<GetMessage[]> {
-    await t.waitFor(async () => (await this.count(queue)) >= n, { timeoutMs: 2000, message: "" }).catch((e: unknown) => {
-      if ((e as Error)?.name !== "CheckFailure") throw e;
-    });
-    return this.drain(queue);
-  }
-
-  /** Takes every ready message out of the queue (basic.get, auto-ack). */
-  async drain(queue: string): Promise<GetMessage[]> {
-    const ch = await this.channel();
-    const out: GetMessage[] = [];
-    for (;;) {
-      const m = await ch.get(queue, { noAck: true });
-      if (m === false) return out;
-      out.push(m);
-    }
-  }
-}
-
-// ---------------------------------------------------------------- events and calls
-
-const ENTITIES = ["order", "payment", "shipment", "invoice"] as const;
-const ACTIONS = ["created", "updated", "cancelled", "settled"] as const;
-const REGIONS = ["eu", "us", "apac"] as const;
-const SKUS = ["bolt-m4", "gear-12", "belt-800", "valve-3/4", "fuse-10a"];
-const NOTES = ["", "gift wrap", "leave at the door ✓", "Zürich depot", "rush \"today\""];
-
-interface Key {
-  entity: string;
-  action: string;
-  region: string;
-}
-const keyText = (k: Key) => `${k.entity}.${k.action}.${k.region}`;
-
-function randomKey(rng: Rng): Key {
-  return { entity: rng.pick(ENTITIES), action: rng.pick(ACTIONS), region: rng.pick(REGIONS) };
-}
-
-function tag(rng: Rng): string {
-  return Math.floor(rng.next() * 0xffffffff).toString(16).padStart(8, "0");
-}
-
-/** A distinct event: its `eventRef` names it in messages, and no two are equal. */
-function makeEvent(rng: Rng, n: number, type = "OrderPlaced"): DomainEvent {
-  return {
-    type,
-    eventRef: `ev-${n}-${tag(rng)}`,
-    orderId: `o-${tag(rng)}`,
-    amount: rng.int(100, 999_999) / 100,
-    currency: rng.pick(["EUR", "USD", "GBP"]),
-    lines: Array.from({ length: rng.int(1, 3) }, () => ({ sku: rng.pick(SKUS), qty: rng.int(1, 50) })),
-    note: rng.pick(NOTES),
-    express: rng.next() < 0.5,
-  };
-}
-
-const refOf = (e: DomainEvent) => String(e.eventRef);
-
-/** One publish() call, watched from outside: its state is what the learner's promise did. */
-interface Call {
-  event: DomainEvent;
-  key: string;
-  state: "pending" | "resolved" | "rejected";
-  value?: unknown;
-  error?: unknown;
-  settled: Promise<void>;
-}
-
-function startPublish(pub: Publisher, key: string, event: DomainEvent): Call {
-  const call: Call = { event, key, state: "pending", settled: Promise.resolve() };
-  // The executor runs publish() right now (same tick) and turns a synchronous throw into a rejection.
-  call.settled = new Promise((resolve) => resolve(pub.publish(key, event))).then(
-    (v) => {
-      call.state = "resolved";
-      call.value = v;
-    },
-    (e: unknown) => {
-      call.state = "rejected";
-      call.error = e;
-    },
-  );
-  return call;
-}
-
-async function settleAll(t: T, calls: Call[], ms: number, what: string): Promise<void> {
-  await t.within(what, ms, Promise.all(calls.map((c) => c.settled)));
-}
-
-function errText(e: unknown): string {
-  return describeValue(e instanceof Error ? e.message : e);
-}
-
-/** The messageId a resolved publish() reported; fails unless it is `{ messageId: non-empty string }`. */
-function receiptId(t: T, call: Call): string {
-  const v = call.value as { messageId?: unknown } | null | undefined;
-  if (!v || typeof v !== "object" || typeof v.messageId !== "string" || v.messageId === "") {
-    t.fail(`publish("${call.key}", …) resolved to ${describeValue(call.value)}; it must resolve to { messageId } with the id of the message it published.`);
-  }
-  return v.messageId;
-}
-
-/** Resolves or fails: a rejected call here means the learner's publish failed with nothing wrong. */
-function mustHaveResolved(t: T, call: Call, context: string): string {
-  if (call.state === "rejected") t.fail(`publish("${call.key}", …) rejected with ${errText(call.error)}${context}`);
-  if (call.state !== "resolved") t.fail(`publish("${call.key}", …) had not settled${context}`);
-  return receiptId(t, call);
-}
-
-function parseBody(t: T, m: GetMessage): DomainEvent {
-  const text = m.content.toString("utf8");
-  try {
-    return JSON.parse(text) as DomainEvent;
-  } catch {
-    t.fail(`A message on the exchange has a body that is not JSON: ${describeValue(text)}. The body must be JSON.stringify(event).`);
-  }
-}
-
-/** Messages read back, each matched to the event it carries (by eventRef, then compared whole). */
-function matchMessages(t: T, msgs: GetMessage[], events: DomainEvent[], where: string): Map<string, GetMessage> {
-  const byRef = new Map(events.map((e) => [refOf(e), e]));
-  const out = new Map<string, GetMessage>();
-  for (const m of msgs) {
-    const body = parseBody(t, m);
-    const sent = byRef.get(String(body?.eventRef));
-    if (!sent) t.fail(`${where} holds a message the grader never published: ${describeValue(body)}.`);
-    if (!isDeepStrictEqual(body, sent)) {
-      t.fail(`${where}: the message for event ${refOf(sent)} carries ${describeValue(body)}, but the event published was ${describeValue(sent)}. The body must be exactly JSON.stringify(event).`);
-    }
-    if (out.has(refOf(sent))) t.fail(`${where} holds event ${refOf(sent)} twice, but publish() was called once for it.`);
-    out.set(refOf(sent), m);
-  }
-  return out;
-}
-
+/** Time the learner's code gets to settle its calls once every answer has reached its connection. */
+const SETTLE_MS = 2000;
 /**
- * t.waitFor with a message built when the wait gives up (so it reports what was observed then),
- * and an early exit: `stop` returning a string fails at once with that message.
+ * The deadline check. Each publish must reject at its own deadline: not before (a timer fires no
+ * earlier than asked, so only clock rounding is allowed), and at most LATE_MS after it (a loaded
+ * machine). The publisher with the default deadline must stay pending through HOLD_MS: longer
+ * than any "assume it made it" timeout a learner might write before the deadline.
  */
-async function waitUntil(
-  t: T,
-  condition: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  message: () => string,
-  stop?: () => string | null,
-): Promise<void> {
-  let early: string | null = null;
-  try {
-    await t.waitFor(
-      async () => {
-        early = stop?.() ?? null;
-        return early !== null || (await condition());
-      },
-      { timeoutMs, message: "", intervalMs: 10 },
-    );
-  } catch (e) {
-    if ((e as Error)?.name === "CheckFailure") t.fail(message());
-    throw e;
-  }
-  if (early !== null) t.fail(early);
-}
+const EARLY_TOLERANCE_MS = 5;
+const LATE_MS = 500;
+const HOLD_MS = 2500;
+/** Once the connection is cut, its pending publishes must reject within this, long before their deadline. */
+const CUT_SETTLE_MS = 2000;
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** The first call that settled while it should still have been waiting for its confirm, as a failure message. */
-function settledTooEarly(calls: Call[], proxy: ChaosProxy, when: string): string | null {
-  const c = calls.find((x) => x.state !== "pending");
-  if (!c) return null;
-  const noConfirm = proxy.heldCount === 0;
-  if (c.state === "resolved") {
-    return `publish("${c.key}", …) resolved ${when}, while the broker's confirm for its message was held back by the grader${
-      noConfirm ? " (in fact the broker had sent no confirm at all for it: the channel is not in confirm mode)" : ""
-    }. A publish that resolves before its confirm tells the caller "safe" about a message the broker has not taken responsibility for: if the broker dies now, the message is lost and nobody knows.`;
-  }
-  return `publish("${c.key}", …) rejected with ${errText(c.error)} ${when}, although nothing had gone wrong: its confirm was only delayed.`;
-}
-
-/**
- * The broker's confirms on the learner's connection, decoded from the wire: how many messages it
- * acked and how many it nacked. Lets a failure say what the broker really answered.
- */
-class ConfirmLedger {
-  acked = 0;
-  nacked = 0;
-  /** Per channel, the delivery tags already confirmed (tags count from 1 after confirm.select). */
-  private readonly confirmed = new Map<number, Set<number>>();
-
-  constructor(proxy: ChaosProxy) {
-    proxy.tap("toBroker", (f) => {
-      if (f.type === 1 && f.classId === 85 && f.methodId === 10) this.confirmed.set(f.channel, new Set());
-    });
-    proxy.tap("toClient", (f) => {
-      if (isConfirm(f)) this.record(f);
-    });
-  }
-
-  get total(): number {
-    return this.acked + this.nacked;
-  }
-
-  private record(f: AmqpFrame): void {
-    // basic.ack / basic.nack arguments: delivery-tag (64 bits), then a bit field (multiple = bit 0).
-    const tag = Number(f.raw.readBigUInt64BE(11));
-    const multiple = (f.raw[19]! & 1) === 1;
-    let done = this.confirmed.get(f.channel);
-    if (!done) this.confirmed.set(f.channel, (done = new Set()));
-    const tags = multiple ? Array.from({ length: tag }, (_, i) => i + 1) : [tag];
-    for (const x of tags) {
-      if (done.has(x)) continue;
-      done.add(x);
-      if (f.methodId === 120) this.nacked++;
-      else this.acked++;
-    }
-  }
-}
-
-/** Frames on the learner's connection, as the proxy saw them. */
-function frames(proxy: ChaosProxy, direction: "toBroker" | "toClient", classId: number, methodId: number): number {
-  return proxy.seen.filter((s) => s.direction === direction && s.frame.type === 1 && s.frame.classId === classId && s.frame.methodId === methodId).length;
-}
-
-// ---------------------------------------------------------------- checks
+const CONFIRM_HINT_HOLD = "A publish that resolves before its confirm tells the caller \"safe\" about a message the broker has not taken responsibility for: if the broker dies now, the message is lost and nobody knows.";
 
 export default defineGrader<PublisherConfirmsSubmission>({
   exports: { createPublisher: "function" },
+  // Checks share nothing and mostly wait on the broker (one holds confirms for 2.5 s): three at a time.
+  concurrency: 3,
   checks: [
     {
       name: "createPublisher declares a durable topic exchange",
       hint: "assertExchange(name, type, options): which type lets consumers bind with patterns like order.*.eu, and which option makes the exchange survive a broker restart?",
       timeoutMs: 10000,
       async run(t: T) {
-        const obs = await Observer.open(t);
-        const conn = await learnerConnection(t);
-        const exchange = t.names.exchange("events");
-        await newPublisher(t, conn, exchange);
+        const w = await arrange(t);
+        const { obs, exchange } = w;
+        await newPublisher(t, w.host, w.conn, exchange);
 
         // Passive first: a plain re-declare of a missing exchange would create it.
-        const passive = await obs.throwaway();
-        try {
-          await passive.checkExchange(exchange);
-          await passive.close().catch(() => {});
-        } catch (e) {
-          if (amqpCode(e) === 404) t.fail(`After createPublisher(conn, "${exchange}") resolved, the broker has no exchange of that name. Declare it in createPublisher(), before it resolves.`);
-          throw e;
+        if (!(await obs.exchangeExists(exchange))) {
+          t.fail(`After createPublisher(conn, "${exchange}") resolved, the broker has no exchange of that name. Declare it in createPublisher(), before it resolves.`);
         }
 
         // The broker accepts a re-declaration only when type, durable, auto_delete and internal
@@ -366,42 +79,36 @@ export default defineGrader<PublisherConfirmsSubmission>({
           await probe.close().catch(() => {});
         } catch (e) {
           if (amqpCode(e) !== 406) throw e;
-          const said = brokerText(e);
+          const said = brokerWords(e);
           const m = /inequivalent arg '([^']+)'.*received '([^']*)' but current is '([^']*)'/.exec(said);
-          const [arg, , current] = m ? [m[1], m[2], m[3]] : [undefined, undefined, undefined];
+          const [arg, current] = m ? [m[1], m[3]] : [undefined, undefined];
           if (arg === "type") {
             t.fail(`The exchange is a ${current} exchange, not a topic exchange (the broker refused the grader's re-declaration: ${said}). Consumers of domain events bind with patterns such as "order.*.eu" or "payment.#"; only a topic exchange routes on them.`);
           }
           if (arg === "durable") {
             t.fail(`The exchange is not durable (the broker says: ${said}). A non-durable exchange disappears when the broker restarts, and publishes to it then fail: persistent messages need a durable exchange and durable queues to survive a restart.`);
           }
-          if (arg === "auto_delete") {
-            t.fail(`The exchange is auto-delete (the broker says: ${said}). It vanishes as soon as its last queue unbinds, taking the publisher's target with it.`);
-          }
-          if (arg === "internal") {
-            t.fail(`The exchange is internal (the broker says: ${said}): clients cannot publish to an internal exchange.`);
-          }
+          if (arg === "auto_delete") t.fail(`The exchange is auto-delete (the broker says: ${said}). It vanishes as soon as its last queue unbinds, taking the publisher's target with it.`);
+          if (arg === "internal") t.fail(`The exchange is internal (the broker says: ${said}): clients cannot publish to an internal exchange.`);
           t.fail(`The broker refused the grader's declaration of a durable topic exchange named "${exchange}": ${said}.`);
         }
 
         // A second publisher (a restart, another instance) declares it again: that must work and
         // keep the exchange, bindings included.
         const queue = t.names.queue("bound");
-        const key = keyText(randomKey(t.rng));
         await obs.queue(t, queue, exchange, ["#"]);
-        const conn2 = await learnerConnection(t);
+        const conn2 = await learnerConnection(t, w.host);
         let again: Publisher;
         try {
-          again = await newPublisher(t, conn2, exchange);
+          again = await newPublisher(t, w.host, conn2, exchange);
         } catch (e) {
           if ((e as Error)?.name === "CheckFailure") throw e;
-          t.fail(`createPublisher() failed for an exchange that already exists (a second instance, or a restart): ${brokerText(e)}.`);
+          t.fail(`createPublisher() failed for an exchange that already exists (a second instance, or a restart): ${brokerWords(e)}.`);
         }
-        const event = makeEvent(t.rng, 1);
-        const call = startPublish(again, key, event);
+        const call = new Call("#1", keyText(randomKey(t.rng)), makeEvent(t.rng, 1), again, w.pulse);
         await settleAll(t, [call], 5000, "publish() on a second publisher");
         mustHaveResolved(t, call, " on a second publisher for the same exchange.");
-        const got = await obs.collect(t, queue, 1);
+        const got = await obs.collect(queue, 1);
         if (got.length !== 1) {
           t.fail(`The grader bound a queue to the exchange with "#", then called createPublisher() a second time and published one event through the new publisher: the queue received ${got.length} messages, expected 1. Declaring the exchange again must keep it and its bindings (never delete and re-create it), and publish() must publish to that exchange.`);
         }
@@ -412,10 +119,9 @@ export default defineGrader<PublisherConfirmsSubmission>({
       hint: "Look at the options of channel.publish(): persistent, messageId, timestamp (whole seconds), contentType. Publish to the exchange you were given with the routing key you were given.",
       timeoutMs: 10000,
       async run(t: T) {
-        const obs = await Observer.open(t);
-        const conn = await learnerConnection(t);
-        const exchange = t.names.exchange("events");
-        const pub = await newPublisher(t, conn, exchange);
+        const w = await arrange(t);
+        const { obs, exchange } = w;
+        const pub = await newPublisher(t, w.host, w.conn, exchange);
 
         // Two pattern bindings that a topic exchange must tell apart: one with "*", one with "#".
         const pivot = randomKey(t.rng);
@@ -439,22 +145,20 @@ export default defineGrader<PublisherConfirmsSubmission>({
         const all = t.names.queue("all");
         const star = t.names.queue("star");
         const hash = t.names.queue("hash");
-        await obs.queue(t, all, exchange, ["#"]);
-        await obs.queue(t, star, exchange, [starPattern]);
-        await obs.queue(t, hash, exchange, [hashPattern]);
+        await Promise.all([obs.queue(t, all, exchange, ["#"]), obs.queue(t, star, exchange, [starPattern]), obs.queue(t, hash, exchange, [hashPattern])]);
 
         const events = keys.map((_, i) => makeEvent(t.rng, i, t.rng.pick(["OrderPlaced", "PaymentCaptured", "ParcelShipped"])));
         const calls: Call[] = [];
         const before = Date.now();
         for (let i = 0; i < n; i++) {
-          const call = startPublish(pub, keyText(keys[i]!), events[i]!);
+          const call = new Call(`#${i + 1}`, keyText(keys[i]!), events[i]!, pub, w.pulse);
           await settleAll(t, [call], 5000, `publish("${call.key}", …)`);
           mustHaveResolved(t, call, ".");
           calls.push(call);
         }
         const after = Date.now();
 
-        const msgs = await obs.collect(t, all, n);
+        const msgs = await obs.collect(all, n);
         if (msgs.length === 0) {
           t.fail(`${n} publish() calls resolved, but a queue bound to exchange "${exchange}" with "#" received nothing. Publish to the exchange you were given, and make it a topic exchange (a direct exchange treats "#" as a plain word).`);
         }
@@ -464,9 +168,8 @@ export default defineGrader<PublisherConfirmsSubmission>({
         const ids = new Map<string, string>();
         const lo = Math.floor(before / 1000) - 1;
         const hi = Math.ceil(after / 1000) + 1;
-        for (let i = 0; i < n; i++) {
-          const call = calls[i]!;
-          const m = got.get(refOf(call.event))!;
+        for (const call of calls) {
+          const m = got.get(call.ref)!;
           const p = m.properties;
           const what = `The message for publish("${call.key}", …)`;
           if (m.fields.routingKey !== call.key) t.fail(`${what} arrived with routing key ${describeValue(m.fields.routingKey)}, expected "${call.key}".`);
@@ -482,8 +185,8 @@ export default defineGrader<PublisherConfirmsSubmission>({
           const receipt = receiptId(t, call);
           if (receipt !== p.messageId) t.fail(`publish("${call.key}", …) resolved to messageId "${receipt}", but the message it published carries messageId "${p.messageId}".`);
           const clash = ids.get(p.messageId);
-          if (clash) t.fail(`Two messages carry the same messageId "${p.messageId}" (events ${clash} and ${refOf(call.event)}): a consumer that de-duplicates by id would drop one of them.`);
-          ids.set(p.messageId, refOf(call.event));
+          if (clash) t.fail(`Two messages carry the same messageId "${p.messageId}" (events ${clash} and ${call.ref}): a consumer that de-duplicates by id would drop one of them.`);
+          ids.set(p.messageId, call.ref);
           const ts = p.timestamp as unknown;
           if (typeof ts !== "number") t.fail(`${what} has no timestamp (got ${describeValue(ts)}). Set the timestamp property to the publish time.`);
           if (ts >= lo * 1000 - 1000 && ts <= hi * 1000 + 1000) {
@@ -499,8 +202,8 @@ export default defineGrader<PublisherConfirmsSubmission>({
           [hash, hashPattern, matchesHash],
         ] as const) {
           const routed = matchMessages(t, await obs.drain(queue), events, `The queue bound with "${pattern}"`);
-          const expected = calls.filter((c, i) => matches(keys[i]!)).map((c) => c.key);
-          const actual = calls.filter((c) => routed.has(refOf(c.event))).map((c) => c.key);
+          const expected = calls.filter((_, i) => matches(keys[i]!)).map((c) => c.key);
+          const actual = calls.filter((c) => routed.has(c.ref)).map((c) => c.key);
           if (!isDeepStrictEqual(actual, expected)) {
             t.fail(`A queue bound to the exchange with "${pattern}" received the events published with keys [${actual.join(", ")}]; a topic exchange routes exactly [${expected.join(", ")}] there. ("*" matches one word, "#" zero or more.)`);
           }
@@ -512,98 +215,103 @@ export default defineGrader<PublisherConfirmsSubmission>({
       hint: "A counter restarts at 1 with every new publisher (every restart of the service), and a clock reading repeats within a millisecond. What id is unique everywhere?",
       timeoutMs: 10000,
       async run(t: T) {
-        const obs = await Observer.open(t);
-        const exchange = t.names.exchange("events");
+        const w = await arrange(t);
+        const { obs, exchange } = w;
         const key = keyText(randomKey(t.rng));
         const queue = t.names.queue("all");
-        const events: DomainEvent[] = [];
         const calls: Call[] = [];
-        // Two lives of the same service: publish a few, stop; a new instance publishes a few.
+        // Two lives of the service: publish a few, stop; a new process publishes a few.
         for (let life = 0; life < 2; life++) {
-          const conn = await learnerConnection(t);
-          const pub = await newPublisher(t, conn, exchange);
+          const host = life === 0 ? w.host : await t.host();
+          const conn = life === 0 ? w.conn : await learnerConnection(t, host);
+          const pub = await newPublisher(t, host, conn, exchange);
           if (life === 0) await obs.queue(t, queue, exchange, [key]);
-          const batch = Array.from({ length: 3 }, (_, i) => makeEvent(t.rng, life * 10 + i));
-          events.push(...batch);
           // At once, as concurrent requests would.
-          const round = batch.map((e) => startPublish(pub, key, e));
+          const round = Array.from({ length: 3 }, (_, i) => new Call(`#${life * 3 + i + 1}`, key, makeEvent(t.rng, life * 10 + i), pub, w.pulse));
           await settleAll(t, round, 5000, "3 concurrent publish() calls");
           for (const c of round) mustHaveResolved(t, c, ".");
           calls.push(...round);
           await t.within("close()", 3000, pub.close());
-          await conn.close().catch(() => {});
+          if (life === 0) await host.kill();
         }
-        const got = matchMessages(t, await obs.collect(t, queue, events.length), events, "The grader's queue");
+        const events = calls.map((c) => c.event);
+        const got = matchMessages(t, await obs.collect(queue, events.length), events, "The grader's queue");
         if (got.size !== events.length) {
           const firstLife = events.slice(0, 3).filter((e) => got.has(refOf(e))).length;
-          t.fail(`${events.length} publish() calls resolved, but the grader's queue (bound to the exchange before the first publisher published) received ${got.size} of their events: ${firstLife} of 3 from the first publisher, ${got.size - firstLife} of 3 from the second, created after the first was closed.${
-            firstLife === 3 ? " Closing a publisher must leave the exchange and its bindings alone, and a new publisher must not re-create it." : ""
-          }`);
+          t.fail(
+            `${events.length} publish() calls resolved, but the grader's queue (bound to the exchange before the first publisher published) received ${got.size} of their events: ${firstLife} of 3 from the first process, ${got.size - firstLife} of 3 from the second, started after the first was closed and stopped.${
+              firstLife === 3 ? " Closing a publisher must leave the exchange and its bindings alone, and a new publisher must not re-create it." : ""
+            }`,
+          );
         }
-        const seen = new Map<string, string>();
+        const seen = new Map<string, Call>();
         for (const c of calls) {
-          const m = got.get(refOf(c.event))!;
-          const id = m.properties.messageId as unknown;
-          if (typeof id !== "string" || id === "") t.fail(`The message for event ${refOf(c.event)} has message id ${describeValue(id)}; every message needs a unique messageId.`);
+          const id = got.get(c.ref)!.properties.messageId as unknown;
+          if (typeof id !== "string" || id === "") t.fail(`The message for event ${c.ref} has message id ${describeValue(id)}; every message needs a unique messageId.`);
           const clash = seen.get(id);
           if (clash) {
-            t.fail(`Two messages carry messageId "${id}": events ${clash} and ${refOf(c.event)} (${calls.indexOf(c) >= 3 && calls.findIndex((x) => refOf(x.event) === clash) < 3 ? "one from the first publisher, one from the second: ids restart with the process" : "published at the same moment"}). A consumer that de-duplicates by messageId would silently drop one of them.`);
+            const across = calls.indexOf(clash) < 3 && calls.indexOf(c) >= 3;
+            t.fail(
+              `Two messages carry messageId "${id}": events ${clash.ref} and ${c.ref} (${across ? "one from the first process, one from the second: the ids start again with every restart" : "published at the same moment by one publisher"}). A consumer that de-duplicates by messageId would silently drop one of them.`,
+            );
           }
-          seen.set(id, refOf(c.event));
+          seen.set(id, c);
         }
       },
     },
     {
       name: "publish() resolves only after the broker confirms the message",
-      hint: "A channel from createChannel() gets no confirms. Use a confirm channel and resolve from the callback amqplib calls when the broker's ack for that message arrives, not when publish() returns.",
+      hint: "A channel from createChannel() gets no confirms. Use a confirm channel and resolve from the callback amqplib calls when the broker's ack for that message arrives, not when publish() returns, and not because earlier messages were acked.",
       timeoutMs: 12000,
       async run(t: T) {
-        const proxy = await t.proxy();
-        const obs = await Observer.open(t);
-        const conn = await learnerConnection(t, proxy);
-        const exchange = t.names.exchange("events");
-        const pub = await newPublisher(t, conn, exchange);
+        const w = await arrangeChaos(t);
+        const { obs, exchange, ledger, pulse } = w;
+        const pub = await newPublisher(t, w.host, w.conn, exchange);
         const key = keyText(randomKey(t.rng));
         const queue = t.names.queue("confirmed");
         await obs.queue(t, queue, exchange, [key]);
 
-        // Only the broker's basic.ack / basic.nack frames wait in the proxy; everything else
-        // (channel.open, confirm.select, declares, the publish itself) flows.
-        proxy.hold("toClient", isConfirm);
-        const n = 3;
-        const events = Array.from({ length: n }, (_, i) => makeEvent(t.rng, i));
-        const calls = events.map((e) => startPublish(pub, key, e));
+        // The steady state first: a few publishes confirmed one by one, as usual.
+        const warm = t.rng.int(1, 4);
+        const steady = await publishInTurn(t, pub, pulse, key, Array.from({ length: warm }, (_, i) => makeEvent(t.rng, i)));
 
-        let queued = 0;
-        await waitUntil(
-          t,
-          async () => (queued = await obs.count(queue)) >= 1,
+        // Then only the broker's basic.ack / basic.nack frames wait in the proxy; everything
+        // else (the publishes themselves included) flows.
+        ledger.hold();
+        const n = t.rng.int(3, 5);
+        const calls = Array.from({ length: n }, (_, i) => new Call(`#${warm + i + 1}`, key, makeEvent(t.rng, warm + i), pub, pulse));
+        const setting = `After ${warm} publish() call(s) had resolved on their confirms, the grader held the broker's confirms at the proxy and called publish("${key}", …) ${n} more times at once (calls #${warm + 1} to #${warm + n}).`;
+        const early = () => {
+          const c = calls.find((x) => x.state !== "pending");
+          if (!c) return null;
+          if (c.state === "resolved") return `${setting} Call ${c.label} ${c.outcome}, while ${fate(ledger, c)}. ${CONFIRM_HINT_HOLD}`;
+          return `${setting} Call ${c.label} ${c.outcome}, although nothing had gone wrong: ${fate(ledger, c)}, and its deadline (${DEFAULT_CONFIRM_TIMEOUT_MS} ms by default) was far off.`;
+        };
+        await pulse.until(
+          () => calls.every((c) => ledger.of(c.event)?.confirm),
           3000,
-          () => `The grader called publish("${key}", …) ${n} times; within 3 s no message reached a queue bound to the exchange with "${key}".`,
-          () => settledTooEarly(calls, proxy, "before its message had even reached the queue"),
+          () => {
+            const c = calls.find((x) => !ledger.of(x.event)?.confirm)!;
+            return `${setting} Within 3 s the broker had not answered for call ${c.label}: ${fate(ledger, c)}.${ledger.of(c.event)?.tag === 0 ? " Create the channel with createConfirmChannel()." : ""}`;
+          },
+          early,
         );
-        // The message is on the broker; now its confirm must reach the proxy (and stay there).
-        await waitUntil(
-          t,
-          () => proxy.heldCount >= 1,
-          2000,
-          () => `The message reached the queue, but the broker sent no confirm (basic.ack) for it within 2 s: the channel is not in confirm mode. Create it with createConfirmChannel().`,
-          () => settledTooEarly(calls, proxy, "after its message reached the queue"),
-        );
-        await sleep(OBSERVE_MS);
-        const early = settledTooEarly(calls, proxy, `${OBSERVE_MS} ms after its message reached the queue`);
-        if (early) t.fail(early);
-        queued = await obs.count(queue);
+        // The broker has every message and has answered; the answers wait at the proxy.
+        await pulse.watch(OBSERVE_MS, early);
 
-        proxy.release();
-        await settleAll(t, calls, 5000, `publish() after the held confirms were let through (${queued} of ${n} messages queued)`);
-        const receipts = calls.map((c) => mustHaveResolved(t, c, " once the broker's confirms arrived."));
-        const got = matchMessages(t, await obs.collect(t, queue, n), events, "The grader's queue");
-        if (got.size !== n) t.fail(`${n} publish() calls resolved, but the grader's queue received ${got.size} of their events.`);
-        calls.forEach((c, i) => {
-          const id = got.get(refOf(c.event))!.properties.messageId as unknown;
-          if (id !== receipts[i]) t.fail(`publish("${c.key}", …) resolved to messageId "${receipts[i]}", but the message it published carries ${describeValue(id)}.`);
-        });
+        ledger.release();
+        await pulse.until(
+          () => calls.every((c) => c.state !== "pending"),
+          SETTLE_MS,
+          () => {
+            const c = calls.find((x) => x.state === "pending")!;
+            return `${setting} Then the grader let the held confirms through. ${ms(SETTLE_MS)} later, call ${c.label} was ${c.outcome}, although ${fate(ledger, c)}.`;
+          },
+        );
+        for (const c of calls) mustHaveResolved(t, c, ` although ${fate(ledger, c)}.`);
+        const all = [...steady, ...calls];
+        const got = matchMessages(t, await obs.collect(queue, all.length), all.map((c) => c.event), "The grader's queue");
+        receiptsMatch(t, all, got, "the grader's queue");
       },
     },
     {
@@ -611,149 +319,292 @@ export default defineGrader<PublisherConfirmsSubmission>({
       hint: "The confirm callback gets an error when the broker nacks: reject the publish with it. And one nack is about one message: keep the channel and the publisher as they are.",
       timeoutMs: 10000,
       async run(t: T) {
-        const proxy = await t.proxy();
-        const ledger = new ConfirmLedger(proxy);
-        const obs = await Observer.open(t);
-        const conn = await learnerConnection(t, proxy);
-        const exchange = t.names.exchange("events");
-        const pub = await newPublisher(t, conn, exchange);
-        const key = keyText(randomKey(t.rng));
+        const w = await arrangeChaos(t);
+        const { obs, exchange, ledger, pulse } = w;
+        const pub = await newPublisher(t, w.host, w.conn, exchange);
+        const [goodKey, badKey] = twoKeys(t.rng);
         // A full queue that refuses new messages: the broker nacks any publish routed to it.
+        const ok = t.names.queue("ok");
         const full = t.names.queue("full");
-        await obs.queue(t, full, exchange, [key], { "x-overflow": "reject-publish", "x-max-length": 1 });
-        await obs.fill(full, "grader filler");
+        await Promise.all([obs.queue(t, ok, exchange, [goodKey]), obs.fullQueue(t, full, exchange, badKey)]);
 
-        const first = startPublish(pub, key, makeEvent(t.rng, 1));
-        await settleAll(t, [first], 5000, "publish() to a full queue");
-        if (first.state === "resolved") {
-          if (ledger.nacked > 0) {
-            t.fail(`publish("${key}", …) resolved, but the broker nacked the message: it was routed to a queue declared with x-overflow "reject-publish" that was full. The message is not on the broker, and the caller was told it is.`);
+        // The nack comes after the steady state: some publishes were acked first.
+        const warm = t.rng.int(1, 3);
+        const steady = await publishInTurn(t, pub, pulse, goodKey, Array.from({ length: warm }, (_, i) => makeEvent(t.rng, i)));
+        const setting = `After ${warm} publish("${goodKey}", …) call(s) had resolved, the grader called publish("${badKey}", …), routed to a queue declared with x-overflow "reject-publish" that was full.`;
+        const bad = new Call(`#${warm + 1}`, badKey, makeEvent(t.rng, warm), pub, pulse);
+        await settleAll(t, [bad], 5000, "publish() to a full queue");
+        // Judged on the broker's answer, which may come after a publish that did not wait for it.
+        await pulse.until(() => !!ledger.of(bad.event)?.confirm, 1000, null);
+        const wired = ledger.of(bad.event);
+        if (bad.state === "resolved") {
+          const when = wired?.answeredAt && bad.settledAt! < wired.answeredAt ? `, ${ms(wired.answeredAt - bad.settledAt!)} before the broker even answered` : "";
+          if (wired?.confirm === "nack") t.fail(`${setting} It ${bad.outcome}${when}, but the broker nacked its message (delivery tag ${wired.tag}). The message is not on the broker, and the caller was told it is.`);
+          if (!wired) t.fail(`${setting} It ${bad.outcome}, and its message never crossed the proxy.`);
+          if (wired.tag === 0) {
+            t.fail(`${setting} It resolved, but its message was lost: it went out on channel ${wired.channel}, which is not in confirm mode, so the broker dropped it without a word. Only confirms tell a publisher that the broker refused a message.`);
           }
-          if (ledger.total === 0) {
-            t.fail(`publish("${key}", …) resolved, but its message was lost: its queue (x-overflow "reject-publish") was full, and because the channel is not in confirm mode the broker dropped it without a word. Only confirms tell a publisher that the broker refused a message.`);
-          }
-          t.fail(`publish("${key}", …) resolved and the broker acked its message, so it never reached the full queue the grader had bound to the exchange with "${key}". Publish to the exchange you were given, with the routing key you were given.`);
+          if (!wired.confirm) t.fail(`${setting} It ${bad.outcome}, and the broker had not answered for its message (delivery tag ${wired.tag}) a second later.`);
+          t.fail(`${setting} It resolved and the broker acked its message, so it never reached the full queue bound with "${badKey}". Publish to the exchange you were given, with the routing key you were given.`);
+        }
+        if (wired?.confirm !== "nack") {
+          t.fail(`${setting} It rejected with ${errText(bad.error)}, but the broker never nacked it (${fate(ledger, bad)}): reject on the broker's nack, not before.`);
         }
 
-        // The queue has room again: the same publisher must work as before.
+        // One nack concerns one message: the same publisher keeps working, on either key.
+        const next = new Call(`#${warm + 2}`, goodKey, makeEvent(t.rng, warm + 1), pub, pulse);
+        await settleAll(t, [next], 5000, "publish() after a nack");
+        mustHaveResolved(t, next, ` right after call #${warm + 1} had been nacked. A nack concerns one message: the publisher must keep working.`);
         await obs.purge(full);
-        const event = makeEvent(t.rng, 2);
-        const second = startPublish(pub, key, event);
-        await settleAll(t, [second], 5000, "publish() after a nack");
-        const id = mustHaveResolved(t, second, `, after an earlier publish had been nacked and the queue had room again. A nack concerns one message: the publisher must keep working.`);
-        const got = matchMessages(t, await obs.collect(t, full, 1), [event], "The queue");
-        const m = got.get(refOf(event));
-        if (!m) t.fail(`publish() after the nack resolved, but its message is not in the queue.`);
-        if (m.properties.messageId !== id) t.fail(`publish() resolved to messageId "${id}", but its message carries ${describeValue(m.properties.messageId)}.`);
+        const again = new Call(`#${warm + 3}`, badKey, makeEvent(t.rng, warm + 2), pub, pulse);
+        await settleAll(t, [again], 5000, "publish() after a nack");
+        mustHaveResolved(t, again, `, after an earlier publish with that key had been nacked and the queue had room again. A nack concerns one message: the publisher must keep working.`);
+        const calls = [...steady, next, again];
+        receiptsMatch(t, [...steady, next], matchMessages(t, await obs.collect(ok, warm + 1), calls.map((c) => c.event), "The queue bound with the accepted key"), "its queue");
+        receiptsMatch(t, [again], matchMessages(t, await obs.collect(full, 1), [again.event], "The queue that had been full"), "that queue");
       },
     },
     {
       name: "concurrent publishes each settle on their own message's confirm",
-      hint: "waitForConfirms() waits for every message outstanding on the channel, and rejects for all of them when any one is nacked. Which confirm belongs to which message? The callback of each publish knows.",
-      timeoutMs: 10000,
+      hint: "waitForConfirms() waits for every message outstanding on the channel, and rejects for all of them when any one is nacked. Which confirm belongs to which message? The callback of each publish knows; if you track confirms yourself, mind the `multiple` flag on acks and nacks.",
+      timeoutMs: 15000,
       async run(t: T) {
-        const proxy = await t.proxy();
-        const ledger = new ConfirmLedger(proxy);
-        const obs = await Observer.open(t);
-        const conn = await learnerConnection(t, proxy);
-        const exchange = t.names.exchange("events");
-        const pub = await newPublisher(t, conn, exchange);
-        const goodKey = keyText(randomKey(t.rng));
-        let badKey = keyText(randomKey(t.rng));
-        while (badKey === goodKey) badKey = keyText(randomKey(t.rng));
+        const w = await arrangeChaos(t);
+        const { obs, exchange, ledger, pulse } = w;
+        const pub = await newPublisher(t, w.host, w.conn, exchange);
+        const [goodKey, badKey] = twoKeys(t.rng);
         const ok = t.names.queue("ok");
         const full = t.names.queue("full");
-        await obs.queue(t, ok, exchange, [goodKey]);
-        await obs.queue(t, full, exchange, [badKey], { "x-overflow": "reject-publish", "x-max-length": 1 });
-        await obs.fill(full, "grader filler");
+        await Promise.all([obs.queue(t, ok, exchange, [goodKey]), obs.fullQueue(t, full, exchange, badKey)]);
 
-        // Several requests publish at the same moment; one of them (never the first or the
-        // last) is routed to the full queue and will be nacked.
-        const n = t.rng.int(4, 6);
-        const bad = t.rng.int(1, n - 2);
-        const events = Array.from({ length: n }, (_, i) => makeEvent(t.rng, i));
-        const calls = events.map((e, i) => startPublish(pub, i === bad ? badKey : goodKey, e));
-        await settleAll(t, calls, 5000, `${n} concurrent publish() calls`);
-        const setting = `${n} publish() calls ran at once: call #${bad + 1} with key "${badKey}" (bound to a full queue that refuses messages), the others with "${goodKey}" (bound to a queue with room).`;
+        // Bursts of requests publishing at the same moment. In each, two neighbours and the last
+        // one go to the full queue and are nacked; where the pair sits (the first included, but
+        // always with an accepted message after it) comes from the seed. The broker's answers
+        // are held until every message of the burst is on the broker, so each publish of the
+        // burst is outstanding when the first answer arrives. A tracker that ignores `multiple`
+        // is caught only when the broker answers for several messages in one frame: it nearly
+        // always does in a burst, and another burst follows when it did not.
+        let done = 0;
+        for (let round = 1; round <= 4 && (round <= 1 || ledger.coalesced === 0); round++) {
+          const n = t.rng.int(5, 7);
+          const a = t.rng.int(0, n - 4);
+          const bad = new Set([a, a + 1, n - 1]);
+          ledger.hold();
+          const calls = Array.from({ length: n }, (_, i) => new Call(`#${done + i + 1}`, bad.has(i) ? badKey : goodKey, makeEvent(t.rng, done + i), pub, pulse));
+          const badCalls = calls.filter((_, i) => bad.has(i));
+          const setting = `${done ? `After ${done} earlier publishes, ` : ""}${n} publish() calls ran at once: ${badCalls.map((c) => c.label).join(", ")} with key "${badKey}" (bound to a full queue that refuses messages), the others with "${goodKey}" (bound to a queue with room). The grader held the broker's answers until it had answered for all ${n}, then let them through.`;
+          await pulse.until(
+            () => calls.every((c) => ledger.of(c.event)?.confirm),
+            3000,
+            () => `${setting} Within 3 s the broker had not answered for every message: call ${calls.find((c) => !ledger.of(c.event)?.confirm)!.label}: ${fate(ledger, calls.find((c) => !ledger.of(c.event)?.confirm)!)}.`,
+            () => {
+              const c = calls.find((x) => x.state !== "pending");
+              return c ? `${setting} Call ${c.label} ${c.outcome}, before the broker's answer for its message had reached your code (${fate(ledger, c)}).` : null;
+            },
+          );
+          ledger.release();
+          await pulse.until(
+            () => calls.every((c) => c.state !== "pending"),
+            SETTLE_MS,
+            () => {
+              const c = calls.find((x) => x.state === "pending")!;
+              return `${setting} Every answer had reached your connection, but ${ms(SETTLE_MS)} later call ${c.label} was ${c.outcome}: ${fate(ledger, c)}. `;
+            },
+          );
 
-        if (ledger.nacked > 1) {
-          t.fail(`${setting} The broker nacked ${ledger.nacked} messages: messages published with "${goodKey}" reached the full queue too. A topic exchange routes each message by its own routing key.`);
-        }
-        const got = matchMessages(t, await obs.collect(t, ok, n - 1), events, "The queue for the accepted messages");
-        const wronglyRejected = calls.filter((c, i) => i !== bad && c.state === "rejected");
-        if (wronglyRejected.length) {
-          const c = wronglyRejected[0]!;
-          const truth =
-            ledger.nacked === 1
-              ? "although the broker acked its message (it nacked only call #" + (bad + 1) + "'s)"
-              : `although the broker nacked nothing (${ledger.acked} acks)`;
-          t.fail(`${setting} Call #${calls.indexOf(c) + 1} rejected with ${errText(c.error)}, ${truth}. ${wronglyRejected.length} accepted message(s) were reported as failed, and the caller will publish them again. Each publish must settle on its own message's confirm.`);
-        }
-        const b = calls[bad]!;
-        if (b.state === "resolved") {
-          if (ledger.nacked === 1) t.fail(`${setting} The broker nacked call #${bad + 1}'s message, yet that publish() resolved. Other messages' acks must not count for it.`);
-          if (ledger.total === 0) {
-            t.fail(`${setting} Call #${bad + 1} resolved, but its message was lost: the channel is not in confirm mode, so the broker dropped it without a word.`);
+          const wrongNacks = calls.filter((c) => c.key === goodKey && ledger.of(c.event)?.confirm === "nack");
+          if (wrongNacks.length) {
+            t.fail(`${setting} The broker nacked ${wrongNacks.map((c) => c.label).join(", ")} too: messages published with "${goodKey}" reached the full queue. A topic exchange routes each message by its own routing key.`);
           }
-          t.fail(`${setting} The broker nacked nothing, so call #${bad + 1}'s message never reached the full queue: publish with the routing key you were given.`);
+          const wronglyRejected = calls.find((c) => c.key === goodKey && c.state === "rejected");
+          if (wronglyRejected) {
+            t.fail(`${setting} Call ${wronglyRejected.label} ${wronglyRejected.outcome}, although ${fate(ledger, wronglyRejected)}. An accepted message reported as failed gets published again. Each publish must settle on its own message's confirm.`);
+          }
+          for (const b of badCalls) {
+            if (b.state !== "resolved") continue;
+            const wired = ledger.of(b.event);
+            if (wired?.confirm === "nack") t.fail(`${setting} Call ${b.label} ${b.outcome}, but the broker nacked its message (delivery tag ${wired.tag}). Other messages' acks must not count for it.`);
+            if (!wired || wired.tag === 0) t.fail(`${setting} Call ${b.label} resolved, but its message was lost: the channel is not in confirm mode, so the broker dropped it without a word.`);
+            t.fail(`${setting} The broker acked call ${b.label}'s message, so it never reached the full queue: publish with the routing key you were given.`);
+          }
+          const good = calls.filter((c) => c.key === goodKey);
+          for (const c of good) mustHaveResolved(t, c, ".");
+          receiptsMatch(t, good, matchMessages(t, await obs.collect(ok, good.length), good.map((c) => c.event), "The queue for the accepted messages"), "the queue for the accepted messages");
+          done += n;
         }
-        const receipts = calls.map((c, i) => (i === bad ? "" : mustHaveResolved(t, c, ".")));
-        if (got.size !== n - 1) t.fail(`${n - 1} publish() calls resolved, but their queue received ${got.size} of the events.`);
-        calls.forEach((c, i) => {
-          if (i === bad) return;
-          const id = got.get(refOf(c.event))?.properties.messageId as unknown;
-          if (id !== receipts[i]) t.fail(`Call #${i + 1} resolved to messageId "${receipts[i]}", but its message carries ${describeValue(id)}.`);
-        });
+      },
+    },
+    {
+      name: "without a confirm, publish() waits until its deadline, then rejects",
+      hint: "Start a timer of confirmTimeoutMs (default 10 s) in each publish() and reject when it fires; clear it when the confirm comes. Until then, only the confirm (or the channel closing) settles the publish: never resolve on a timer.",
+      timeoutMs: 15000,
+      async run(t: T) {
+        const w = await arrangeChaos(t);
+        const { obs, exchange, ledger, pulse } = w;
+        // Three publishers on one connection: two with deadlines of their own (far enough apart
+        // that no fixed timer fits both), one with the default.
+        const dA = t.rng.int(300, 450);
+        const dB = dA + t.rng.int(700, 850);
+        const pubA = await newPublisher(t, w.host, w.conn, exchange, { confirmTimeoutMs: dA });
+        const pubB = await newPublisher(t, w.host, w.conn, exchange, { confirmTimeoutMs: dB });
+        const pubC = await newPublisher(t, w.host, w.conn, exchange);
+        const key = keyText(randomKey(t.rng));
+        const queue = t.names.queue("late");
+        await obs.queue(t, queue, exchange, [key]);
+        const pubs = [
+          { name: "A", pub: pubA, deadline: dA as number | null },
+          { name: "B", pub: pubB, deadline: dB as number | null },
+          { name: "C", pub: pubC, deadline: null },
+        ];
+        const deadlineOf = (c: Call) => pubs.find((p) => c.label.startsWith(p.name))!.deadline;
+        const intro = `The grader created publishers A ({ confirmTimeoutMs: ${dA} }), B ({ confirmTimeoutMs: ${dB} }) and C (no options: the default, ${DEFAULT_CONFIRM_TIMEOUT_MS} ms) on one connection; each published once, confirmed as usual.`;
+
+        // Steady state: one confirmed publish each.
+        const steady = pubs.map((p) => new Call(`${p.name}1`, key, makeEvent(t.rng, `${p.name}1`), p.pub, pulse));
+        await settleAll(t, steady, 5000, "publish() with nothing held back");
+        for (const c of steady) mustHaveResolved(t, c, ` on publisher ${c.label[0]}, with nothing held back.`);
+
+        // Then the broker's confirms are held. Each publisher publishes twice, a moment apart:
+        // each publish has a deadline of its own, counted from its own call.
+        ledger.hold();
+        const gap = t.rng.int(120, 200);
+        const first = pubs.map((p) => new Call(`${p.name}2`, key, makeEvent(t.rng, `${p.name}2`), p.pub, pulse));
+        await pulse.watch(gap, () => null);
+        const second = pubs.map((p) => new Call(`${p.name}3`, key, makeEvent(t.rng, `${p.name}3`), p.pub, pulse));
+        const held = [...first, ...second];
+        const setting = `${intro} Then the grader held the broker's confirms at the proxy and called publish() on each publisher twice, ${gap} ms apart (A2, B2, C2, then A3, B3, C3).`;
+        const fault = (c: Call): string | null => {
+          const d = deadlineOf(c);
+          if (c.state === "pending") {
+            return d !== null && c.elapsed > d + LATE_MS
+              ? `${setting} ${ms(c.elapsed)} after it was called, ${c.label} (deadline ${d} ms) had still not settled, while ${fate(ledger, c)}: at its deadline, publish() must reject.`
+              : null;
+          }
+          if (c.state === "resolved") {
+            return `${setting} ${c.label} ${c.outcome}, while ${fate(ledger, c)}${d !== null && c.elapsed >= d ? `: its deadline (${d} ms) had passed without a confirm, and then publish() must reject, not resolve` : ""}. ${CONFIRM_HINT_HOLD}`;
+          }
+          if (d === null) {
+            return `${setting} ${c.label} ${c.outcome}, while ${fate(ledger, c)}; its deadline is the default, ${DEFAULT_CONFIRM_TIMEOUT_MS} ms. Until the deadline, only the confirm (or the channel closing) settles a publish.`;
+          }
+          if (c.elapsed < d - EARLY_TOLERANCE_MS) {
+            return `${setting} ${c.label} ${c.outcome}, before its deadline of ${d} ms (counted from its own call), while ${fate(ledger, c)}.`;
+          }
+          return null;
+        };
+        const anyFault = () => {
+          for (const c of held) {
+            const f = fault(c);
+            if (f) return f;
+          }
+          return null;
+        };
+        // A's and B's publishes reject, each at its own deadline; C's stay pending all along.
+        await pulse.until(() => false, HOLD_MS, null, anyFault);
+        for (const c of held) {
+          if (deadlineOf(c) !== null && c.state !== "rejected") t.fail(fault(c) ?? `${setting} ${c.label} was ${c.outcome}.`);
+          if (!ledger.of(c.event)?.confirm) {
+            t.fail(`${setting} After ${ms(HOLD_MS)}, the broker had not answered for ${c.label} at all (${fate(ledger, c)}): the channel must be in confirm mode.`);
+          }
+        }
+
+        // The confirms come late. The proxy pauses (nothing moves either way), lets them go
+        // into its outbound queue, and from now on holds the confirm of A's next publish, A4;
+        // then everything flows. A's code thus gets the late confirms of A2 and A3 (which
+        // timed out) while A4 waits for its own, held, confirm: they must settle nothing.
+        const a4Event = makeEvent(t.rng, "A4");
+        w.proxy.pause();
+        ledger.release();
+        ledger.hold((covers) => covers.some((x) => x.ref === refOf(a4Event)));
+        const a4 = new Call("A4", key, a4Event, pubA, pulse);
+        // Whatever publish() does without a round trip to the broker is done by then.
+        await w.host.turns();
+        w.proxy.resume();
+        const late = `${setting} A2, A3, B2 and B3 rejected at their deadlines. The grader then let the late confirms through to your code, and at the same moment A published once more (A4), whose own confirm it held.`;
+        const a4Stop = () => {
+          if (a4.state === "pending") return null;
+          if (a4.state === "rejected") return `${late} A4 ${a4.outcome}, while ${fate(ledger, a4)}: a timeout concerns one message, the publisher must keep working.`;
+          return `${late} A4 ${a4.outcome}, while ${fate(ledger, a4)}: a late confirm for a publish that already timed out must settle nothing else.`;
+        };
+        await pulse.until(
+          () => !!ledger.of(a4.event)?.confirm,
+          3000,
+          () => `After its first two publishes had timed out, a new publish() on publisher A had not got its message to the broker within 3 s (${fate(ledger, a4)}): a timeout must not break the publisher.`,
+          a4Stop,
+        );
+        await pulse.until(
+          () => second[2]!.state !== "pending" && first[2]!.state !== "pending" && !!ledger.of(a4.event)?.confirm,
+          SETTLE_MS,
+          () => `${late} ${ms(SETTLE_MS)} later, C2 was ${first[2]!.outcome} and C3 was ${second[2]!.outcome}, although their confirms had reached your connection.`,
+          a4Stop,
+        );
+        await w.host.turns();
+        await pulse.watch(50, a4Stop);
+        for (const c of [first[2]!, second[2]!]) mustHaveResolved(t, c, ` once its confirm, held for ${ms(c.elapsed)}, reached your code (publisher C, default deadline).`);
+        ledger.release();
+        await settleAll(t, [a4], SETTLE_MS + 3000, "publish() after a timeout");
+        mustHaveResolved(t, a4, `, once its confirm came, after two earlier publishes on publisher A had timed out. A timeout concerns one message: the publisher keeps working.`);
+        const resolved = [...steady, first[2]!, second[2]!, a4];
+        receiptsMatch(t, resolved, matchMessages(t, await obs.collect(queue, held.length + steady.length + 1), [...steady, ...held, a4].map((c) => c.event), "The grader's queue"), "the grader's queue");
       },
     },
     {
       name: "a publish whose connection drops before its confirm rejects",
-      hint: "When the channel closes with messages still unconfirmed, amqplib calls their confirm callbacks with an error. If you track confirms yourself, you must also fail what is pending when the channel closes.",
+      hint: "When the channel closes with messages still unconfirmed, amqplib calls their confirm callbacks with an error. If you track confirms yourself, you must also fail what is pending when the channel closes, at once, not at the deadline.",
       timeoutMs: 12000,
       async run(t: T) {
-        const proxy = await t.proxy();
-        const obs = await Observer.open(t);
-        const conn = await learnerConnection(t, proxy);
-        const exchange = t.names.exchange("events");
-        const pub = await newPublisher(t, conn, exchange);
+        const w = await arrangeChaos(t);
+        const { obs, exchange, ledger, pulse } = w;
+        const pub = await newPublisher(t, w.host, w.conn, exchange);
         const key = keyText(randomKey(t.rng));
         const queue = t.names.queue("orphans");
         await obs.queue(t, queue, exchange, [key]);
 
-        proxy.hold("toClient", isConfirm);
-        const call = startPublish(pub, key, makeEvent(t.rng, 1));
-        await waitUntil(
-          t,
-          async () => (await obs.count(queue)) >= 1 && proxy.heldCount >= 1,
+        // Mid-stream: some publishes confirmed, then several in flight with their confirms held.
+        const warm = t.rng.int(1, 3);
+        await publishInTurn(t, pub, pulse, key, Array.from({ length: warm }, (_, i) => makeEvent(t.rng, i)));
+        ledger.hold();
+        const m = t.rng.int(2, 4);
+        const calls = Array.from({ length: m }, (_, i) => new Call(`#${warm + i + 1}`, key, makeEvent(t.rng, warm + i), pub, pulse));
+        const setting = `After ${warm} publish() call(s) had resolved, the grader held the broker's confirms and called publish("${key}", …) ${m} more times (calls #${warm + 1} to #${warm + m}).`;
+        await pulse.until(
+          () => calls.every((c) => ledger.of(c.event)?.confirm),
           3000,
-          () =>
-            proxy.heldCount === 0
-              ? `The grader called publish("${key}", …); within 3 s the broker sent no confirm for it (is the channel in confirm mode?).`
-              : `The grader called publish("${key}", …); within 3 s its message did not reach the queue.`,
-          () => settledTooEarly([call], proxy, "before its confirm arrived"),
+          () => `${setting} Within 3 s the broker had not answered for call ${calls.find((c) => !ledger.of(c.event)?.confirm)!.label}: ${fate(ledger, calls.find((c) => !ledger.of(c.event)?.confirm)!)}.`,
+          () => {
+            const c = calls.find((x) => x.state !== "pending");
+            if (!c) return null;
+            if (c.state === "resolved") return `${setting} Call ${c.label} ${c.outcome}, while ${fate(ledger, c)}. ${CONFIRM_HINT_HOLD}`;
+            return `${setting} Call ${c.label} ${c.outcome}, although nothing had gone wrong yet: ${fate(ledger, c)}.`;
+          },
         );
-        // The network fails with the confirm in flight.
-        proxy.cut();
-        try {
-          await settleAll(t, [call], 3000, `publish() after its connection dropped`);
-        } catch (e) {
-          if ((e as Error)?.name !== "CheckFailure") throw e;
-          t.fail(`The connection dropped while publish("${key}", …) waited for its confirm, and 3 s later publish() had still not settled. It would wait forever: when the channel closes, every unconfirmed publish must reject.`);
-        }
-        if (call.state === "resolved") {
-          t.fail(`The connection dropped before the broker's confirm reached your code, and publish() resolved anyway. Nobody knows whether the broker kept that message: the caller must hear "failed" so that it can publish again (consumers de-duplicate by messageId).`);
-        }
+        // The network fails with the confirms in flight.
+        w.proxy.cut();
+        const cutAt = performance.now();
+        const since = () => ms(performance.now() - cutAt);
+        await pulse.until(
+          () => calls.every((c) => c.state !== "pending"),
+          CUT_SETTLE_MS,
+          () => {
+            const c = calls.find((x) => x.state === "pending")!;
+            return `${setting} Then the connection dropped, with their confirms still held. ${since()} later, call ${c.label} had still not settled (its deadline, ${DEFAULT_CONFIRM_TIMEOUT_MS} ms, was far off). When the channel closes, every unconfirmed publish must reject at once.`;
+          },
+          () => {
+            const c = calls.find((x) => x.state === "resolved");
+            return c
+              ? `${setting} Then the connection dropped before the broker's confirms reached your code, and call ${c.label} ${c.outcome}. Nobody knows whether the broker kept that message: the caller must hear "failed" so that it can publish again (consumers de-duplicate by messageId).`
+              : null;
+          },
+        );
 
         // The publisher is on a dead connection now: a new publish must fail, not hang or pretend.
-        const late = startPublish(pub, key, makeEvent(t.rng, 2));
-        try {
-          await settleAll(t, [late], 3000, "publish() on a dropped connection");
-        } catch (e) {
-          if ((e as Error)?.name !== "CheckFailure") throw e;
-          t.fail(`After the connection dropped, a new publish("${key}", …) had not settled within 3 s: it must reject, since the message cannot reach the broker.`);
-        }
-        if (late.state === "resolved") {
-          t.fail(`After the connection dropped, a new publish("${key}", …) resolved, although its message could not reach the broker. Do not swallow the error from the channel: reject.`);
+        const after = new Call(`#${warm + m + 1}`, key, makeEvent(t.rng, warm + m), pub, pulse);
+        await pulse.until(
+          () => after.state !== "pending",
+          CUT_SETTLE_MS,
+          () => `After the connection dropped, a new publish("${key}", …) had not settled within ${ms(CUT_SETTLE_MS)}: it must reject, since the message cannot reach the broker.`,
+        );
+        if (after.state === "resolved") {
+          t.fail(`After the connection dropped, a new publish("${key}", …) ${after.outcome}, although its message could not reach the broker. Do not swallow the error from the channel: reject.`);
         }
       },
     },
@@ -762,52 +613,48 @@ export default defineGrader<PublisherConfirmsSubmission>({
       hint: "Every channel you open, close: in close(), or right after use if you open one per publish. The connection was handed to you and the exchange is shared with consumers: leave both alone.",
       timeoutMs: 10000,
       async run(t: T) {
-        const proxy = await t.proxy();
-        const obs = await Observer.open(t);
-        const conn = await learnerConnection(t, proxy);
-        let connClosed = false;
-        conn.on("close", () => (connClosed = true));
-        const exchange = t.names.exchange("events");
-        const pub = await newPublisher(t, conn, exchange);
+        const w = await arrangeChaos(t);
+        const { obs, exchange, proxy, pulse } = w;
+        const pub = await newPublisher(t, w.host, w.conn, exchange);
         const key = keyText(randomKey(t.rng));
         const queue = t.names.queue("all");
         await obs.queue(t, queue, exchange, [key]);
-        const calls = Array.from({ length: 3 }, (_, i) => startPublish(pub, key, makeEvent(t.rng, i)));
+        const calls = Array.from({ length: 3 }, (_, i) => new Call(`#${i + 1}`, key, makeEvent(t.rng, i), pub, pulse));
         await settleAll(t, calls, 5000, "3 publish() calls");
         for (const c of calls) mustHaveResolved(t, c, ".");
         await t.within("close()", 3000, pub.close());
 
         // Counted on the wire: channel.open from the client against channel.close either way.
-        const open = () => frames(proxy, "toBroker", 20, 10) - frames(proxy, "toBroker", 20, 40) - frames(proxy, "toClient", 20, 40);
-        const closedConnection = () => frames(proxy, "toBroker", 10, 50) > 0 || connClosed;
-        const connectionMessage = `close() closed the connection it was given. The connection belongs to the caller, who may share it with other publishers and consumers: close only the channels the publisher opened.`;
-        if (closedConnection()) t.fail(connectionMessage);
-        await waitUntil(
-          t,
-          () => open() === 0,
+        const opened = () => frames(proxy, "toBroker", 20, 10);
+        const closed = () => frames(proxy, "toBroker", 20, 40) + frames(proxy, "toClient", 20, 40);
+        const closedConnection = () => frames(proxy, "toBroker", 10, 50) > 0;
+        const connectionMessage = `close() closed the connection it was given (connection.close went to the broker). The connection belongs to the caller, who may share it with other publishers and consumers: close only the channels the publisher opened.`;
+        await w.host.turns();
+        await pulse.until(
+          () => opened() - closed() === 0,
           1000,
-          () => `After close() resolved, ${open()} channel(s) the publisher opened on the connection are still open (opened ${frames(proxy, "toBroker", 20, 10)}, closed ${frames(proxy, "toBroker", 20, 40) + frames(proxy, "toClient", 20, 40)}). Channels left open pile up until the connection hits its channel limit.`,
+          () => `After close() resolved, ${opened() - closed()} channel(s) the publisher opened on the connection are still open (opened ${opened()}, closed ${closed()}). Channels left open pile up until the connection hits its channel limit.`,
           () => (closedConnection() ? connectionMessage : null),
         );
-        // The connection still works for its owner.
+        if (closedConnection()) t.fail(connectionMessage);
+        // The exchange outlives its publishers: consumers' bindings hang on it.
+        if (!(await obs.exchangeExists(exchange))) {
+          t.fail(`After close(), exchange "${exchange}" no longer exists. It is durable for a reason: consumers' queues are bound to it, and deleting it drops their bindings. close() closes channels only.`);
+        }
+
+        // The connection still works for its owner: a new publisher on it publishes.
+        let next: Publisher;
         try {
-          const ch = await t.within("opening a channel on the connection after close()", 3000, conn.createChannel());
-          await ch.close();
+          next = await newPublisher(t, w.host, w.conn, exchange);
         } catch (e) {
           if (closedConnection()) t.fail(connectionMessage);
           if ((e as Error)?.name === "CheckFailure") throw e;
-          t.fail(`After close(), the grader could not open a channel on the connection it had handed over (${errText(e)}): close() must leave the connection open.`);
+          t.fail(`After close(), createPublisher() on the same connection failed (${errText(e)}): close() must leave the connection open for its owner.`);
         }
+        const call = new Call("#4", key, makeEvent(t.rng, 4), next, pulse);
+        await settleAll(t, [call], 5000, "publish() on a new publisher after close()");
+        mustHaveResolved(t, call, ` on a new publisher, created on the same connection after the first publisher's close(): close() must leave the connection usable.`);
         if (closedConnection()) t.fail(connectionMessage);
-        // The exchange outlives its publishers: consumers' bindings hang on it.
-        const passive = await obs.throwaway();
-        try {
-          await passive.checkExchange(exchange);
-          await passive.close().catch(() => {});
-        } catch (e) {
-          if (amqpCode(e) === 404) t.fail(`After close(), exchange "${exchange}" no longer exists. It is durable for a reason: consumers' queues are bound to it, and deleting it drops their bindings. close() closes channels only.`);
-          throw e;
-        }
       },
     },
   ],

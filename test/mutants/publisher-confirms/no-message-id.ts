@@ -3,9 +3,11 @@
 // @targets message ids are unique, also across publishers
 import { randomUUID } from "node:crypto";
 import type { ChannelModel } from "amqplib";
-import type { DomainEvent, Publisher, PublishReceipt } from "msglab/contracts/publisher-confirms";
+import { DEFAULT_CONFIRM_TIMEOUT_MS } from "msglab/contracts/publisher-confirms";
+import type { DomainEvent, Publisher, PublisherOptions, PublishReceipt } from "msglab/contracts/publisher-confirms";
 
-export async function createPublisher(connection: ChannelModel, exchange: string): Promise<Publisher> {
+export async function createPublisher(connection: ChannelModel, exchange: string, options: PublisherOptions = {}): Promise<Publisher> {
+  const timeoutMs = options.confirmTimeoutMs ?? DEFAULT_CONFIRM_TIMEOUT_MS;
   // Confirm mode: the broker answers every publish on this channel with basic.ack (it has taken
   // responsibility for the message: routed, and written to disk for durable queues) or
   // basic.nack (it refused it). amqplib hands each answer to that message's callback.
@@ -25,6 +27,12 @@ export async function createPublisher(connection: ChannelModel, exchange: string
       const messageId = randomUUID();
       const body = Buffer.from(JSON.stringify(event), "utf8");
       return new Promise<PublishReceipt>((resolve, reject) => {
+        // The deadline counts from this call. A promise settles once: whichever comes first
+        // (the confirm, the channel closing, the deadline) decides, and the rest is ignored,
+        // so a confirm that arrives after the deadline settles nothing.
+        const timer = setTimeout(() => {
+          reject(new Error(`message ${messageId} to "${routingKey}": no confirm from the broker within ${timeoutMs} ms`));
+        }, timeoutMs);
         try {
           // The callback belongs to this message alone: it runs on this message's ack or nack,
           // or with an error when the channel closes before the confirm arrived. Unlike
@@ -39,6 +47,7 @@ export async function createPublisher(connection: ChannelModel, exchange: string
               contentType: "application/json",
             },
             (err) => {
+              clearTimeout(timer);
               if (err) reject(new Error(`message ${messageId} to "${routingKey}" was not confirmed: ${err.message}`));
               else resolve({ messageId });
             },
@@ -47,6 +56,7 @@ export async function createPublisher(connection: ChannelModel, exchange: string
           // still queued and its callback still runs, so the confirm is all we wait for.
         } catch (e) {
           // The channel is already closed: nothing was sent.
+          clearTimeout(timer);
           reject(e);
         }
       });
