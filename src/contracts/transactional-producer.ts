@@ -4,7 +4,11 @@ import type { Kafka } from "kafkajs";
 export interface OutgoingMessage {
   /** The topic to write to. One batch may span several topics. */
   topic: string;
-  /** The record key. Kafka picks the partition from it, so keep it as given. */
+  /**
+   * The record key, sent as given. Keys choose partitions: the record goes where Kafka's default
+   * partitioner puts this key (murmur2 of its UTF-8 bytes, modulo the partition count, as the Java
+   * client and kafkajs's default do). Set no partition and no other partitioner.
+   */
   key: string;
   /** The record value, written as-is. */
   value: string;
@@ -25,10 +29,12 @@ export interface PublishHooks {
 /** A publisher that writes a batch to one or more topics as one Kafka transaction. */
 export interface TransactionalPublisher {
   /**
-   * Writes every message of `messages`, in order, inside ONE transaction, and commits it.
-   * Resolves only once the transaction is committed. If anything fails on the way (a send,
+   * Writes every message of `messages`, in order, inside ONE transaction, and commits it, whatever
+   * the batch's size (hundreds of messages are still one transaction) and however many topics it
+   * spans. Resolves only once the transaction is committed. If anything fails on the way (a send,
    * `beforeSend`), aborts the transaction, waits for the abort, and rejects. Once another
-   * publisher with the same transactional id has fenced this one, every later call rejects.
+   * publisher with the same transactional id (in this process or any other) has fenced this one,
+   * the call in flight and every later call reject: a fenced publisher never resolves.
    */
   publish(messages: OutgoingMessage[], hooks?: PublishHooks): Promise<void>;
   /** Disconnects the producer. */
@@ -37,6 +43,9 @@ export interface TransactionalPublisher {
 
 /**
  * Builds a publisher on the given kafkajs client (the caller owns its brokers and timeouts),
- * with an idempotent producer that uses exactly `transactionalId`, and connects it.
+ * with an idempotent producer that uses exactly `transactionalId`, and connects it. The id is the
+ * publisher's identity across processes: a publisher in another process given the same id fences
+ * this one, and this one fences it. Use it as given; derive nothing from the pid, a random value
+ * or the time.
  */
 export type CreateTransactionalPublisher = (kafka: Kafka, transactionalId: string) => Promise<TransactionalPublisher>;

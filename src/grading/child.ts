@@ -11,6 +11,7 @@ import type { Broker } from "../catalog/types.ts";
 import { CheckFailure, LabError, isInfrastructureError } from "../kit/fail.ts";
 import type { CheckContext, Grader } from "../kit/grader.ts";
 import { Host, HostGone, markSync } from "../kit/host.ts";
+import { RemoteError } from "../host/wire.ts";
 import { KafkaKit, deleteKafkaResources } from "../kit/kafka.ts";
 import { Namespace } from "../kit/names.ts";
 import { RabbitKit } from "../kit/rabbit.ts";
@@ -97,7 +98,12 @@ function hostSpec(cfg: ChildConfig, memoryMb = cfg.memoryMb): HostSpec {
     shared: [join(cfg.tmpRoot, "shared")],
     // Under bubblewrap a host never has network: brokers are reached through the gateway.
     network: cfg.sandbox === "permission" && cfg.brokers.some((b) => b === "rabbitmq" || b === "kafka"),
-    preload: cfg.brokers.includes("sqlite") ? ["better-sqlite3"] : [],
+    // Loaded while the host warms up, before it is needed: a spare host pays for it, not a check.
+    preload: [
+      ...(cfg.brokers.includes("sqlite") ? ["better-sqlite3"] : []),
+      ...(cfg.brokers.includes("rabbitmq") ? ["amqplib"] : []),
+      ...(cfg.brokers.includes("kafka") ? ["kafkajs"] : []),
+    ],
     memoryMb,
     outputLimit: OUTPUT_LIMIT,
     mode: cfg.sandbox,
@@ -348,7 +354,9 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
       status = "error";
       cause = "submission";
       message = e.message;
-    } else if (isInfrastructureError(e)) {
+    } else if (isInfrastructureError(e) && !(e instanceof RemoteError)) {
+      // Only the grading process's own connections can fail the lab; a connection error that
+      // came from the host is the learner's code reaching for a broker on its own.
       status = "error";
       cause = "lab";
       message = e instanceof LabError ? e.message : `A broker went away during the check: ${errorText(e)}. Run \`msglab doctor\`.`;

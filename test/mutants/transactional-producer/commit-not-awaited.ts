@@ -1,5 +1,5 @@
 // Mutant: resolves publish() without awaiting the commit: the caller is told "written" before the broker agreed, and a failed commit goes unnoticed
-// @targets committed batches across several topics reach read_committed readers: every message once, in order, keys and values intact
+// @targets committed batches reach read_committed readers: every message once, in order, on the partition its key picks, keys and values intact
 import type { Kafka } from "kafkajs";
 import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
 

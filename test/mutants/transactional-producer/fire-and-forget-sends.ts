@@ -1,5 +1,5 @@
 // Mutant: does not await the sends before committing, so the commit can run before (or between) the writes
-// @targets committed batches across several topics reach read_committed readers: every message once, in order, keys and values intact
+// @targets committed batches reach read_committed readers: every message once, in order, on the partition its key picks, keys and values intact
 import type { Kafka } from "kafkajs";
 import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
 

@@ -1,5 +1,5 @@
 // Mutant: an idempotent producer that sends each message on its own, with no transaction: a failure leaves the first half of the batch visible
-// @targets each batch is written inside a transaction by one idempotent producer (every record carries its producer id and the transactional flag)
+// @targets each batch is one transaction of one idempotent producer: every record carries its producer id and the transactional flag, and no commit falls inside a batch
 // @targets while a batch is being written, read_committed readers see none of it, although its first messages are already on the broker
 // @targets a failure mid-batch aborts: publish() rejects, and read_committed readers see none of the messages already sent
 import type { Kafka } from "kafkajs";

@@ -1,5 +1,5 @@
 // Mutant: creates, uses and disconnects a new producer inside every publish(): each call re-initialises the transactional id, so a fenced instance simply comes back and fences the new one
-// @targets zombie fencing: a second publisher with the same transactional id fences the first, whose batches never become visible, while the second's do
+// @targets zombie fencing across processes: a publisher in another process that registers the same transactional id fences this one, whose in-flight and later batches never become visible
 import type { Kafka } from "kafkajs";
 import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
 

@@ -1,5 +1,5 @@
 // Mutant: one transactional producer per topic, each with its own transaction: every topic's part is atomic, the batch across topics is not (a crash between the commits leaves one topic written)
-// @targets each batch is written inside a transaction by one idempotent producer (every record carries its producer id and the transactional flag)
+// @targets each batch is one transaction of one idempotent producer: every record carries its producer id and the transactional flag, and no commit falls inside a batch
 import type { Kafka, Producer, Transaction } from "kafkajs";
 import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
 

@@ -1,5 +1,5 @@
 // Mutant: ignores the given transactional id and makes a random one per instance (as in the seed), so a restarted instance never fences the old one
-// @targets zombie fencing: a second publisher with the same transactional id fences the first, whose batches never become visible, while the second's do
+// @targets zombie fencing across processes: a publisher in another process that registers the same transactional id fences this one, whose in-flight and later batches never become visible
 import { randomUUID } from "node:crypto";
 import type { Kafka } from "kafkajs";
 import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";

@@ -1,5 +1,5 @@
 // Mutant: on a fencing error, reconnects with a fresh producer and retries the batch, so the zombie fences its replacement
-// @targets zombie fencing: a second publisher with the same transactional id fences the first, whose batches never become visible, while the second's do
+// @targets zombie fencing across processes: a publisher in another process that registers the same transactional id fences this one, whose in-flight and later batches never become visible
 import type { Kafka } from "kafkajs";
 import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
 

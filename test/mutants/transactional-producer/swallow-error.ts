@@ -1,6 +1,7 @@
 // Mutant: aborts correctly but swallows the error: publish() resolves and the caller thinks the batch was written
 // @targets a failure mid-batch aborts: publish() rejects, and read_committed readers see none of the messages already sent
 // @targets a record the broker refuses mid-batch (too large for its topic) aborts the whole batch: publish() rejects and nothing of it is visible
+// @targets zombie fencing across processes: a publisher in another process that registers the same transactional id fences this one, whose in-flight and later batches never become visible
 import type { Kafka } from "kafkajs";
 import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
 
