@@ -109,7 +109,7 @@ export function renderReport(data: ReportData): string {
       tr.appendChild(el("td", s));
       exercises.forEach(function (e) {
         var r = byKey[s + "\\u0000" + e];
-        var td = el("td", r ? (r.status === "missing" ? "missing" : r.score + "/" + r.maxScore) : "", "cell " + (r ? r.status : "missing"));
+        var td = el("td", r ? (r.status === "missing" || r.maxScore === 0 ? r.status : r.score + "/" + r.maxScore) : "", "cell " + (r ? r.status : "missing"));
         td.dataset.student = s; td.dataset.exercise = e; td.dataset.status = r ? r.status : "none";
         td.title = s + " · " + e + (r ? " · " + r.status : "");
         td.addEventListener("click", function () { show(s, e, td); });
