@@ -111,6 +111,24 @@ if (retry) rows.push(await watchRegrade(retry, runs));
 rows.push(bench("check --solutions (whole course)", ["check", "--solutions"], Math.max(1, Math.ceil(runs / 2)), null));
 rows.push(suiteRow(course.length));
 
+// Classroom grading: 30 students × every exercise, at several --jobs (BENCH_CLASS=1; minutes).
+if (process.env.BENCH_CLASS) {
+  const { plainClass } = await import("./support/class.ts");
+  const roster = mkdtempSync(join(tmpdir(), "msglab-bench-class-"));
+  const n = Number(process.env.BENCH_CLASS_STUDENTS ?? 30);
+  plainClass(join(roster, "roster"), course.map((e) => e.id), n);
+  for (const jobs of (process.env.BENCH_CLASS_JOBS ?? "1,2,4,8").split(",").map(Number)) {
+    const out = join(roster, `out-${jobs}`);
+    const t = performance.now();
+    const r = spawnSync(process.execPath, [bin, "grade", join(roster, "roster"), "--out", out, "--jobs", String(jobs), "--json"], { env, encoding: "utf8" });
+    const ms = performance.now() - t;
+    const graded = n * course.length;
+    const perMin = (graded / ms) * 60_000;
+    rows.push([`grade ${n} students × ${course.length} exercises, --jobs ${jobs}`, fmt(ms), `${perMin.toFixed(0)} gradings/min`, r.status === 0 ? "1" : `1 (exit ${r.status})`, `≤ 180 s: ${verdict(ms, 180)}`]);
+  }
+  rmSync(roster, { recursive: true, force: true });
+}
+
 const head: Row = ["what", "median", "range", "runs", "target"];
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ") + " |";
