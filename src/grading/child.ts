@@ -400,10 +400,10 @@ async function teardown(deferred: (() => unknown)[], rabbit: RabbitKit, kafka: K
   await within(3000, rabbit.closeAll()).catch(() => {});
   await within(5000, kafka.closeAll()).catch(() => {});
   const released = [
-    ...(await within(3000, rabbit.deleteAll(names.created)).catch(() => [] as string[])),
+    // In a vhost of its own, the check's queues go with the vhost at the end: no round trip now.
+    ...(amqpUrl !== cfg.amqpUrl ? names.created.filter((r) => r.kind === "queue" || r.kind === "exchange").map((r) => r.name) : await within(3000, rabbit.deleteAll(names.created)).catch(() => [] as string[])),
     ...(await within(8000, deleteKafkaResources(cfg.kafkaBrokers, names.created)).catch(() => [] as string[])),
   ];
-  void amqpUrl;
   for (const r of names.created) if (released.includes(r.name)) send({ type: "released", kind: r.kind, name: r.name });
 }
 
