@@ -37,13 +37,20 @@ export interface Order {
 
 /**
  * Does the work for one order. The order counts as done only when the returned promise
- * resolves; if it rejects, the order is not done and must come back.
+ * resolves; if it rejects, the order is not done and must come back, however many times it
+ * fails. It may take as long as it likes, and several calls may run at once if your consumer
+ * starts them so (a prefetch above 1): they can then finish in any order.
  */
 export type OrderHandler = (order: Order) => Promise<void>;
 
-/** What `consumeOrders` returns: a running consumer. */
+/** What `consumeOrders` returns: a running consumer (a plain object or a class instance). */
 export interface PriorityConsumer {
-  /** Cancels the consumer on the broker (no further deliveries) and resolves once it is cancelled. */
+  /**
+   * Cancels the consumer on the broker (no further deliveries) and resolves only once the
+   * broker has confirmed it (basic.cancel-ok: `await ch.cancel(tag)`; closing the channel and
+   * awaiting the close also does). Whether it also waits for handler calls still running is
+   * up to you.
+   */
   stop(): Promise<void>;
 }
 
@@ -58,25 +65,42 @@ export type DeclarePriorityQueue = (ch: Channel, queue: string) => Promise<void>
 export const MAX_PRIORITY = 10;
 
 /**
- * Publishes `order` to `queue` through the default exchange: body `JSON.stringify(order)`,
- * persistent (delivery mode 2), and the message property `priority` set to
- * `clampPriority(priority)`. Out-of-range priorities are not errors: 99 is sent as 10, -5 as 0.
+ * Publishes `order` to `queue` through the default exchange: body `JSON.stringify(order)` in
+ * UTF-8 (exactly those bytes: no pretty-printing, no extra fields), persistent (delivery mode 2),
+ * and the message property `priority` set to `clampPriority(priority)`. No number is an error:
+ * 99 is sent as 10, -5 as 0, NaN as 0, Infinity as 10.
  */
 export type PublishOrder = (ch: Channel, queue: string, order: Order, priority: number) => void | Promise<void>;
 
 /**
  * The priority rule, spelled out: round to the nearest integer (`Math.round`: 7.6 → 8,
- * 7.4 → 7), then clamp to 0..MAX_PRIORITY. The learner writes their own; this is the spec.
- * Examples: 99 → 10, -5 → 0, 7.6 → 8, 10 → 10, 0 → 0.
+ * 7.5 → 8, 7.4 → 7, -0.6 → -1), then clamp to 0..MAX_PRIORITY. NaN (not a number at all) is 0,
+ * the lowest: garbage never jumps the line, and never throws (amqplib itself refuses NaN, as it
+ * refuses negatives and anything above 255). The learner writes their own; this is the spec.
+ * Examples: 99 → 10, 256 → 10, Infinity → 10, -5 → 0, -Infinity → 0, NaN → 0, 7.6 → 8,
+ * 10.4 → 10, 10 → 10, 0 → 0.
  */
 export type ClampPriority = (priority: number) => number;
 
 /**
- * Consumes `queue` with manual acks and a small prefetch (1 is right; the grader accepts up to
- * 3), so the broker keeps the backlog and can hand over an urgent order as soon as one
- * arrives. For each delivery: parse the JSON body, call `handle(order)`, and ack only after it
- * resolves. If `handle` rejects, nack the delivery with requeue so the order comes back.
- * Resolves once the consumer is registered on the broker.
+ * Consumes `queue` with manual acks and a small prefetch, set with basic.qos before
+ * basic.consume, so the broker keeps the backlog and can hand over an urgent order as soon as
+ * one arrives. 1 is right; 2 and 3 are accepted; 4 or more is not: with prefetch p, p - 1 bulk
+ * orders already in your client go before an urgent one, and the grader allows 2.
+ *
+ * For each delivery: parse the JSON body, call `handle(order)`, and ack that delivery only after
+ * its call resolves. An ack settles only the delivery it names: with calls running side by side,
+ * `ack(msg, true)` (multiple) would also ack earlier deliveries whose calls have not finished.
+ * If `handle` rejects, nack the delivery with requeue, every time it fails, so the order comes
+ * back until it succeeds.
+ *
+ * A body that is not JSON (`JSON.parse` throws: plain text, cut-off JSON, an empty body) is
+ * never handed to `handle`, and retrying cannot fix it: reject it without requeue
+ * (`ch.reject(msg, false)` or `ch.nack(msg, false, false)`), so the broker drops it, or
+ * dead-letters it where the queue has a dead-letter exchange. Not ack: that would claim it was
+ * handled. Then go on with the next delivery. (A body that is JSON is passed on as parsed.)
+ *
+ * Resolves once the consumer is registered on the broker (after basic.consume-ok).
  */
 export type ConsumeOrders = (ch: Channel, queue: string, handle: OrderHandler) => Promise<PriorityConsumer>;
 

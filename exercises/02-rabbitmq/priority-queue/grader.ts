@@ -1,153 +1,104 @@
-import { isDeepStrictEqual } from "node:util";
-import type { Channel, ChannelModel, ConfirmChannel, GetMessage } from "amqplib";
-import { QueueObserver as Observer, amqpCode, brokerText, defineGrader, describeValue } from "../../../src/kit/index.ts";
-import type { CheckContext, Rng } from "../../../src/kit/index.ts";
-import type { Order, OrderKind, PriorityConsumer, PriorityQueueSubmission } from "../../../src/contracts/priority-queue.ts";
-
-type T = CheckContext<PriorityQueueSubmission>;
-
-const PRIORITY: Record<OrderKind, number> = { urgent: 10, normal: 5, bulk: 1 };
+import { amqpCode, brokerText, defineGrader, describeValue } from "../../../src/kit/index.ts";
+import type { Order, OrderKind, PriorityQueueSubmission } from "../../../src/contracts/priority-queue.ts";
+import { isCancelOk, isConsumeOk } from "./consumer-wire.ts";
+import {
+  CALL_MS,
+  CUSTOMERS,
+  ID_SEPARATORS,
+  Handler,
+  PRIORITY,
+  arrange,
+  callPublish,
+  drainAll,
+  expectedPriority,
+  firstWrongSettlement,
+  graderPublish,
+  idOf,
+  killAndWaitRequeue,
+  leaveClean,
+  letter,
+  makeOrder,
+  queueName,
+  noAckConsumer,
+  requireOwnChannel,
+  showBody,
+  sleep,
+  startConsumer,
+  ticks,
+  waitQueued,
+  waitUntil,
+  type T,
+  type World,
+} from "./grader-util.ts";
 
 /**
  * How many bulk orders may be handled after the one during which the urgent order was
- * published, before the urgent one is. With prefetch p at most p-1 can: they had already been
- * delivered to the client. Measured on RabbitMQ 3.10.8 with a one-at-a-time handler:
- * prefetch 1 → 0, 2 → 1, 3 → 2, 4 → 2 or 3, 10 → 7 to 9; no limit, a limit set after consuming,
- * acking before handling, or auto-ack → most of the remaining backlog (20 to 42).
+ * published, before the urgent one is. Before publishing it the grader waits until the broker
+ * has topped the consumer up (every finished order acked on the wire, and as many deliveries
+ * outstanding as its basic.qos allows), so a consumer with prefetch p has exactly p - 1 bulk
+ * orders ahead of it: prefetch 1 to 3 pass, 4 and more fail, every run. (Without that wait the
+ * urgent order sometimes took the slot of an ack still in flight, and prefetch 4 passed on
+ * some runs.) No limit, a limit set after consuming, or auto-ack: most of the backlog is ahead.
  */
 const MAX_AHEAD = 2;
 
-// ---------------------------------------------------------------- grader-side helpers
-
-
-async function setup(t: T): Promise<{ obs: Observer; gch: ConfirmChannel; lch: Channel }> {
-  const gconn = await t.rabbit.connect();
-  const obs = new Observer(gconn);
-  const gch = await gconn.createConfirmChannel();
-  gch.on("error", () => {});
-  const lconn = await t.rabbit.connect();
-  const lch = await lconn.createChannel();
-  // A broker error on the learner's channel also rejects the learner's pending call, which is
-  // where the check reports it; without a listener it would crash the grading process.
-  lch.on("error", () => {});
-  return { obs, gch, lch };
-}
-
-/** The grader's own declaration of the queue, for checks that test publishing or consuming alone. */
-async function declareReference(gch: ConfirmChannel, queue: string): Promise<void> {
-  await gch.assertQueue(queue, { durable: true, maxPriority: 10 });
-}
-
-const CUSTOMERS = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
-const SKUS = ["bolt-m4", "nut-m4", "gear-12", "belt-800", "valve-3/4", "fuse-10a"];
-
-function makeOrder(rng: Rng, kind: OrderKind, n: number): Order {
-  const tag = Math.floor(rng.next() * 0xffffff).toString(16).padStart(6, "0");
-  const lines = Array.from({ length: rng.int(1, 3) }, () => ({ sku: rng.pick(SKUS), qty: rng.int(1, 500) }));
-  return { id: `${kind}-${n}-${tag}`, kind, customer: rng.pick(CUSTOMERS), lines };
-}
-
-/** Publishes on the grader's own confirm channel and waits until the broker has the messages. */
-async function graderPublish(gch: ConfirmChannel, queue: string, items: { order: Order; priority: number }[]): Promise<void> {
-  for (const { order, priority } of items) {
-    gch.sendToQueue(queue, Buffer.from(JSON.stringify(order)), { persistent: true, priority, contentType: "application/json" });
-  }
-  await gch.waitForConfirms();
-}
-
-async function callPublish(t: T, lch: Channel, queue: string, order: Order, priority: number): Promise<void> {
-  try {
-    await t.within(`publishOrder(…, ${priority})`, 5000, t.submission.publishOrder(lch, queue, order, priority));
-  } catch (e) {
-    if ((e as Error)?.name === "CheckFailure") throw e;
-    t.fail(`publishOrder(ch, queue, order, ${priority}) threw: ${describeValue((e as Error)?.message ?? e)}. ${
-      priority < 0 || priority > 10 ? "An out-of-range priority must be clamped, not rejected: amqplib itself throws on a negative one." : ""
-    }`.trim());
-  }
-}
-
-async function waitQueued(t: T, obs: Observer, queue: string, n: number, what: string): Promise<void> {
-  let last = -1;
-  await waitUntil(
-    t,
-    async () => {
-      last = (await obs.count(queue))?.messageCount ?? -1;
-      return last >= n;
-    },
-    3000,
-    () =>
-      `${what}: the grader expected ${n} messages in queue "${queue}" but ${
-        last < 0 ? "the queue does not exist" : `it holds ${last}`
-      }. Publish through the default exchange with the queue's name as the routing key (sendToQueue).`,
-  );
+/**
+ * The broker has topped the consumer up: every order the handler finished is settled on the
+ * wire, and the client holds as many deliveries as its basic.qos allows (or all there are).
+ */
+function toppedUp(w: World, handler: Handler, total: number): boolean {
+  if (handler.calls.some((c) => c.state !== "running" && c.delivery && !c.delivery.settled && !c.delivery.autoAcked)) return false;
+  const delivered = new Set(w.wire.deliveries.map((d) => idOf(d.body))).size;
+  return delivered >= total || w.wire.outstanding().length >= w.wire.limit();
 }
 
 /**
- * Reads every ready message with the grader's own basic.get (auto-ack), keyed by order id;
- * fails when there are more messages than the `expected` orders published.
+ * Waits until nothing more will happen while the held calls stay held: every other call has
+ * finished and its delivery is settled on the wire, the broker is topped up, and a few turns
+ * of the host later the handler has had no new call (a delivery the host had already read
+ * would have reached the handler by then).
  */
-async function drain(t: T, obs: Observer, queue: string, expected: number): Promise<Map<string, GetMessage>> {
-  const ch = await obs.throwaway();
-  const out = new Map<string, GetMessage>();
-  let read = 0;
+async function settleDown(t: T, w: World, handler: Handler, total: number, ms: number): Promise<void> {
+  const quiet = () =>
+    handler.calls.length > 0 &&
+    handler.calls.every((c) => c.held || (c.state !== "running" && (!c.delivery || c.delivery.settled || c.delivery.autoAcked))) &&
+    toppedUp(w, handler, total);
+  const until = Date.now() + ms;
   for (;;) {
-    const m = await ch.get(queue, { noAck: true });
-    if (m === false) break;
-    let id = "?";
-    try {
-      id = String((JSON.parse(m.content.toString("utf8")) as { id?: unknown })?.id);
-    } catch {
-      t.fail(`A message in the queue is not JSON: ${describeValue(m.content.toString("utf8"))}. The body must be JSON.stringify(order).`);
-    }
-    out.set(id, m);
-    read++;
-  }
-  await ch.close().catch(() => {});
-  if (read !== expected) t.fail(`The grader published ${expected} orders through publishOrder() and found ${read} messages in the queue: each call must publish exactly one message.`);
-  return out;
-}
-
-async function startConsumer(t: T, lch: Channel, queue: string, handle: (o: Order) => Promise<void>): Promise<PriorityConsumer> {
-  const consumer = await t.within("consumeOrders()", 5000, t.submission.consumeOrders(lch, queue, handle));
-  if (!consumer || typeof consumer.stop !== "function") {
-    t.fail(`consumeOrders() resolved to ${describeValue(consumer)}; it must resolve to an object with a stop() method.`);
-  }
-  return consumer;
-}
-
-function letter(kind: string): string {
-  return kind === "urgent" ? "U" : kind === "normal" ? "N" : kind === "bulk" ? "B" : "?";
-}
-
-/**
- * t.waitFor with a message built when the wait gives up, so it reports what was observed
- * then (t.waitFor takes its message as a string, evaluated before the wait starts).
- */
-async function waitUntil(t: T, condition: () => boolean | Promise<boolean>, timeoutMs: number, message: () => string): Promise<void> {
-  try {
-    await t.waitFor(condition, { timeoutMs, message: "" });
-  } catch (e) {
-    if ((e as Error)?.name === "CheckFailure") t.fail(message());
-    throw e;
+    await w.wire
+      .until(quiet, Math.max(1, until - Date.now()), () => new Error(""))
+      .catch(() =>
+        t.fail(
+          `With ${total} orders queued, the handler was called ${handler.calls.length} times within ${ms / 1000} s ` +
+            `(${handler.calls.filter((c) => c.state === "running" && !c.held).length} of those calls still running, ${w.wire.outstanding().length} deliveries unsettled on the wire). ` +
+            `Consume with manual acks (noAck: false), after a basic.qos prefetch, and call the handler for each delivery.`,
+        ),
+      );
+    const calls = handler.calls.length;
+    await ticks(w.host);
+    if (handler.calls.length === calls && quiet()) return;
   }
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-// ---------------------------------------------------------------- checks
 
 export default defineGrader<PriorityQueueSubmission>({
   exports: { declarePriorityQueue: "function", publishOrder: "function", consumeOrders: "function" },
+  // One learner host for the grading (a fresh one after a check that fails, or kills it): a host
+  // start, with amqplib's first load, is most of a check's time. Each check still gets its own
+  // channel, proxy and queue; a check that passes leaves no handler call running in the host.
+  // The check that calls stop() comes before any other consumer check, so the consumer object
+  // it stops is the first one the host ever returned (see the note on method identity in the
+  // port's report: a class's methods are bound to the first instance that crossed).
+  shareLearnerHost: true,
   checks: [
     {
       name: "declarePriorityQueue makes a durable classic queue with x-max-priority 10",
       hint: "amqplib's assertQueue has an option that becomes x-max-priority. Keep the queue durable and classic: quorum queues on RabbitMQ 3.x refuse priorities.",
       timeoutMs: 10000,
       async run(t: T) {
-        const { obs, gch, lch } = await setup(t);
-        const queue = t.names.queue("orders");
+        const w = await arrange(t);
+        const { queue } = w;
         try {
-          await t.within("declarePriorityQueue()", 5000, t.submission.declarePriorityQueue(lch, queue));
+          await t.within("declarePriorityQueue()", CALL_MS, t.learner.declarePriorityQueue(w.ch, queue));
         } catch (e) {
           if ((e as Error)?.name === "CheckFailure") throw e;
           const said = brokerText(e);
@@ -157,8 +108,8 @@ export default defineGrader<PriorityQueueSubmission>({
           t.fail(`declarePriorityQueue() threw: ${said}`);
         }
 
-        // Passive first: a re-declare of a missing queue would create it.
-        const passive = await obs.throwaway();
+        // Passive first, from the grader's own connection: a re-declare of a missing queue would create it.
+        const passive = await w.obs.throwaway();
         try {
           await passive.checkQueue(queue);
           await passive.close().catch(() => {});
@@ -170,16 +121,11 @@ export default defineGrader<PriorityQueueSubmission>({
           throw e;
         }
 
-        // Re-declaring with the expected settings succeeds only if they are equivalent; the
+        // A re-declaration with the expected settings succeeds only if they are equivalent; the
         // broker's 406 names the first argument that differs.
-        const probe = await obs.throwaway();
+        const probe = await w.obs.throwaway();
         try {
-          await probe.assertQueue(queue, {
-            durable: true,
-            exclusive: false,
-            autoDelete: false,
-            arguments: { "x-max-priority": 10, "x-queue-type": "classic" },
-          });
+          await probe.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false, arguments: { "x-max-priority": 10, "x-queue-type": "classic" } });
           await probe.close().catch(() => {});
         } catch (e) {
           if (amqpCode(e) !== 406) throw e;
@@ -194,89 +140,193 @@ export default defineGrader<PriorityQueueSubmission>({
             }
             t.fail(`The queue's x-max-priority is not 10 (the broker says: ${said}).`);
           }
-          if (arg === "durable") {
-            t.fail(`The queue is not durable (the broker says: ${said}). Persistent orders in a non-durable queue are lost when the broker restarts.`);
-          }
-          if (arg === "auto_delete") {
-            t.fail(`The queue is auto-delete (the broker says: ${said}). It would vanish, with its backlog, when the last consumer leaves.`);
-          }
+          if (arg === "durable") t.fail(`The queue is not durable (the broker says: ${said}). Persistent orders in a non-durable queue are lost when the broker restarts.`);
+          if (arg === "auto_delete") t.fail(`The queue is auto-delete (the broker says: ${said}). It would vanish, with its backlog, when the last consumer leaves.`);
           t.fail(`The queue is not declared as asked (the broker says: ${said}). Declare it durable with x-max-priority 10 and no other arguments.`);
         }
 
         // Declaring again (every service start does) must keep what is already queued.
-        await graderPublish(gch, queue, [{ order: makeOrder(t.rng, "normal", 1), priority: 5 }]);
+        const queued = t.rng.int(1, 3);
+        await graderPublish(w.gch, queue, Array.from({ length: queued }, (_, i) => ({ body: makeOrder(t.rng, "normal", i), priority: 5 })));
         try {
-          await t.within("declarePriorityQueue() (second call)", 5000, t.submission.declarePriorityQueue(lch, queue));
+          await t.within("declarePriorityQueue() (second call)", CALL_MS, t.learner.declarePriorityQueue(w.ch, queue));
         } catch (e) {
           if ((e as Error)?.name === "CheckFailure") throw e;
           t.fail(`Calling declarePriorityQueue() a second time for the same queue threw: ${brokerText(e)}. Declaring must be repeatable: every service start does it.`);
         }
-        const after = await obs.count(queue);
-        if (after?.messageCount !== 1) {
-          t.fail(`The grader queued 1 order, then called declarePriorityQueue() again; the queue then held ${after ? after.messageCount : "nothing (it is gone)"}. Re-declaring must not delete or purge the queue.`);
+        const after = await w.obs.count(queue);
+        if (after?.messageCount !== queued) {
+          t.fail(`The grader queued ${queued} order(s), then called declarePriorityQueue() again; the queue then held ${after ? after.messageCount : "nothing (it is gone)"}. Re-declaring must not delete or purge the queue.`);
         }
       },
     },
     {
       name: "publishOrder sends the order as persistent JSON with its priority",
-      hint: "The body is a Buffer of JSON; persistence and priority are publish options (message properties), not headers or body fields.",
+      hint: "The body is a Buffer of JSON.stringify(order) in UTF-8; persistence and priority are publish options (message properties), not headers or body fields.",
       timeoutMs: 10000,
       async run(t: T) {
-        const { obs, gch, lch } = await setup(t);
-        const queue = t.names.queue("orders");
-        await declareReference(gch, queue);
-        const items = t.rng.shuffle((["urgent", "normal", "bulk"] as const).map((kind, i) => ({ order: makeOrder(t.rng, kind, i), priority: PRIORITY[kind] })));
-        for (const { order, priority } of items) await callPublish(t, lch, queue, order, priority);
-        await waitQueued(t, obs, queue, items.length, `After ${items.length} calls to publishOrder()`);
-        const got = await drain(t, obs, queue, items.length);
+        const w = await arrange(t, { declare: {} });
+        const kinds: OrderKind[] = t.rng.shuffle(["urgent", "normal", "bulk", "urgent", "normal", "bulk"]);
+        // Every run: each kind of id separator, and customers with accents, CJK and an emoji
+        // (UTF-8 of 2, 3 and 4 bytes); the seed decides which order gets which.
+        const seps = t.rng.shuffle([...ID_SEPARATORS, ":"]);
+        const customers = t.rng.shuffle([...CUSTOMERS]);
+        const items = kinds.map((kind, i) => ({ order: makeOrder(t.rng, kind, i, { sep: seps[i], customer: customers[i] }), priority: PRIORITY[kind] }));
+        // Calls cross to the host in order and run there in order; awaiting each would only add round trips.
+        await Promise.all(items.map(({ order, priority }) => callPublish(t, w, order, priority)));
+        await waitQueued(t, w, items.length, `After ${items.length} calls to publishOrder()`);
+        const got = await drainAll(w);
+        if (got.length !== items.length) {
+          t.fail(`The grader called publishOrder() ${items.length} times and found ${got.length} messages in the queue: each call must publish exactly one message.`);
+        }
+        const unreadable = got.find((m) => idOf(m.content) === null);
+        if (unreadable) {
+          t.fail(`A message publishOrder() sent is not JSON with an id when read as UTF-8: ${showBody(unreadable.content)}. The body must be Buffer.from(JSON.stringify(order)) (UTF-8: the orders carry text outside ASCII).`);
+        }
+        const byId = new Map(got.map((m) => [idOf(m.content), m]));
         for (const { order, priority } of items) {
-          const m = got.get(order.id);
+          const m = byId.get(order.id);
           if (!m) {
-            t.fail(`No message in the queue carries order id "${order.id}". The grader read: ${describeValue([...got.values()].map((x) => x.content.toString("utf8")))}.`);
+            t.fail(`No message in the queue carries order id ${describeValue(order.id)}. The grader read: ${describeValue(got.map((x) => x.content.toString("utf8")))}.`);
           }
-          const body = JSON.parse(m.content.toString("utf8")) as unknown;
-          if (!isDeepStrictEqual(body, order)) {
-            t.fail(`The body of order "${order.id}" is ${describeValue(body)}, expected ${describeValue(order)}: the body must be JSON.stringify(order), every field intact.`);
+          const want = JSON.stringify(order);
+          if (!m.content.equals(Buffer.from(want, "utf8"))) {
+            t.fail(`The body of order ${describeValue(order.id)} is ${showBody(m.content)}, expected exactly JSON.stringify(order) in UTF-8: ${describeValue(want, 80)}.`);
           }
           if (m.properties.deliveryMode !== 2) {
-            t.fail(`Order "${order.id}" was published with deliveryMode ${describeValue(m.properties.deliveryMode)}, not 2 (persistent): a broker restart would lose it even in a durable queue.`);
+            t.fail(`Order ${describeValue(order.id)} was published with deliveryMode ${describeValue(m.properties.deliveryMode)}, not 2 (persistent): a broker restart would lose it even in a durable queue.`);
           }
           if (m.properties.priority !== priority) {
-            t.fail(`Order "${order.id}" was published with priority ${describeValue(m.properties.priority)}, expected ${priority}: the priority is a message property.`);
+            t.fail(`Order ${describeValue(order.id)} was published with priority ${describeValue(m.properties.priority)}, expected ${priority}: the priority is a message property.`);
           }
         }
       },
     },
     {
-      name: "priorities outside 0..10 are clamped (99 → 10, -5 → 0), not errors",
-      hint: "Clamp on both sides, not just the top: Math.min alone leaves -5, which amqplib refuses. Round non-integers first (7.6 → 8).",
+      name: "priorities are rounded and clamped to 0..10 (99 → 10, -5 → 0, NaN → 0), never errors",
+      hint: "Round first (Math.round: 7.6 → 8, 7.5 → 8, 7.4 → 7), then clamp on both sides: Math.min alone leaves -5, which amqplib refuses. amqplib also refuses NaN: publish it at 0.",
       timeoutMs: 10000,
       async run(t: T) {
-        const { obs, gch, lch } = await setup(t);
-        const queue = t.names.queue("orders");
-        await declareReference(gch, queue);
-        const cases = t.rng.shuffle([
-          { given: 99, expected: 10 },
-          { given: -5, expected: 0 },
-          { given: 7.6, expected: 8 },
-          { given: 10, expected: 10 },
-          { given: 0, expected: 0 },
-          { given: 4, expected: 4 },
+        const w = await arrange(t, { declare: {} });
+        const n = () => t.rng.int(0, 9);
+        // Every kind of value, every run; the seed picks the numbers.
+        const given = t.rng.shuffle([
+          t.rng.pick([11, 42, 99, 255]),
+          t.rng.pick([256, 1000, 2 ** 31]),
+          -t.rng.int(1, 100),
+          -t.rng.int(1, 49) / 100,
+          -t.rng.int(51, 99) / 100,
+          n() + t.rng.int(1, 4) / 10,
+          n() + t.rng.int(6, 9) / 10,
+          n() + 0.5,
+          10 + t.rng.int(1, 4) / 10,
+          10.5,
+          0,
+          10,
+          t.rng.int(1, 9),
+          NaN,
+          Infinity,
+          -Infinity,
         ]);
-        const sent = cases.map((c, i) => ({ ...c, order: makeOrder(t.rng, "normal", i) }));
-        for (const s of sent) await callPublish(t, lch, queue, s.order, s.given);
-        await waitQueued(t, obs, queue, sent.length, `After ${sent.length} calls to publishOrder()`);
-        const got = await drain(t, obs, queue, sent.length);
+        const sent = given.map((p, i) => ({ given: p, expected: expectedPriority(p), order: makeOrder(t.rng, "normal", i) }));
+        await Promise.all(sent.map((s) => callPublish(t, w, s.order, s.given)));
+        await waitQueued(t, w, sent.length, `After ${sent.length} calls to publishOrder()`);
+        const got = await drainAll(w);
+        if (got.length !== sent.length) t.fail(`The grader called publishOrder() ${sent.length} times and found ${got.length} messages in the queue.`);
+        const byId = new Map(got.map((m) => [idOf(m.content), m]));
         const wrong: string[] = [];
         for (const s of sent) {
-          const m = got.get(s.order.id);
-          if (!m) t.fail(`No message in the queue carries order id "${s.order.id}" (published with priority ${s.given}).`);
+          const m = byId.get(s.order.id);
+          if (!m) t.fail(`No message in the queue carries order id ${describeValue(s.order.id)} (published with priority ${s.given}).`);
           // A message with no priority property has priority 0 as far as the broker is concerned.
           const p = m.properties.priority ?? 0;
           if (p !== s.expected) wrong.push(`${s.given} → ${describeValue(m.properties.priority)} (expected ${s.expected})`);
         }
         if (wrong.length) {
-          t.fail(`The grader read these priority properties back from the queue: ${wrong.join("; ")}. The priority must be rounded to the nearest integer and clamped to 0..10.`);
+          t.fail(`The grader read these priority properties back from the queue: ${wrong.join("; ")}. Round to the nearest integer (Math.round), then clamp to 0..10; NaN is 0.`);
+        }
+      },
+    },
+    {
+      name: "consumeOrders() resolves once the consumer is registered, and stop() once it is cancelled",
+      hint: "Await ch.consume(...) before consumeOrders() resolves; it gives a consumerTag, and stop() awaits ch.cancel(consumerTag), so each resolves only once the broker has confirmed.",
+      timeoutMs: 10000,
+      async run(t: T) {
+        const w = await arrange(t, { declare: {} });
+        const handler = new Handler(w, () => Promise.resolve());
+        // The grader holds the broker's basic.consume-ok: consumeOrders() may resolve only once
+        // the consumer is registered. (The queue is empty meanwhile, so no delivery can overtake it.)
+        w.proxy.hold("toClient", isConsumeOk);
+        let startedSeq = 0;
+        const starting = startConsumer(t, w, handler).then((c) => {
+          startedSeq = w.seq.next();
+          w.wire.pokeAll();
+          return c;
+        });
+        starting.catch(() => w.wire.pokeAll());
+        const consumeOkAtProxy = () => w.wire.allConsumers().length > 0;
+        let startFailed = false;
+        starting.catch(() => void (startFailed = true));
+        await w.wire.until(() => startedSeq > 0 || startFailed || consumeOkAtProxy(), 3000, () => new Error("")).catch(() => {});
+        await ticks(w.host);
+        if (startedSeq > 0) {
+          w.proxy.release();
+          t.fail(`consumeOrders() resolved while the broker's basic.consume-ok was still held by the grader: it did not wait for the consumer to be registered. Await ch.consume(...) before resolving.`);
+        }
+        w.proxy.release();
+        const consumer = await starting;
+        const before = await w.obs.count(w.queue);
+        if (before?.consumerCount !== 1) {
+          t.fail(`After consumeOrders() resolved, queue "${w.queue}" has ${before?.consumerCount ?? 0} consumers, expected 1: consume once, on the channel you are given.`);
+        }
+        const warmup = Array.from({ length: t.rng.int(1, 3) }, (_, i) => makeOrder(t.rng, "normal", i));
+        await graderPublish(w.gch, w.queue, warmup.map((body) => ({ body, priority: 5 })));
+        await w.wire.until(() => warmup.every((o) => handler.done(o.id) >= 1) && w.wire.outstanding().length === 0, 3000, () => new Error("")).catch(() =>
+          t.fail(`With ${warmup.length} order(s) queued, the handler finished ${handler.calls.filter((c) => c.state === "done").length} and the wire showed ${w.wire.outstanding().length} unacked within 3 s.`),
+        );
+
+        // The grader holds the broker's basic.cancel-ok: stop() may resolve only once the cancel is confirmed.
+        w.proxy.hold("toClient", isCancelOk);
+        let stopSeq = 0;
+        let stopError: unknown = null;
+        const stopping = consumer.stop().then(
+          () => void (stopSeq = w.seq.next()),
+          (e: unknown) => void ((stopError = e), (stopSeq = w.seq.next())),
+        );
+        void stopping.then(() => w.wire.pokeAll());
+        const cancelOkAtProxy = () => w.wire.cancelConfirmed.some((c) => c.via === "cancel-ok");
+        await w.wire.until(() => stopSeq > 0 || cancelOkAtProxy(), 3000, () => new Error("")).catch(() => {
+          w.proxy.release();
+          t.fail(`Within 3 s of calling stop(), your code neither sent basic.cancel nor resolved.`);
+        });
+        await ticks(w.host);
+        if (stopSeq > 0 && !stopError) {
+          // While the hold is on, only a channel or connection close-ok can have told the client.
+          const confirmed = w.wire.cancelConfirmed.some((c) => c.via === "close-ok" && c.seq < stopSeq);
+          if (!confirmed) {
+            w.proxy.release();
+            if (w.wire.cancelsSent.length === 0) {
+              const now = await w.obs.count(w.queue);
+              t.fail(`stop() resolved, but no basic.cancel (nor a channel close) crossed your channel; the queue still has ${now?.consumerCount ?? 0} consumer(s): the broker would keep delivering to a service that is shutting down.`);
+            }
+            t.fail(`stop() resolved while the broker's basic.cancel-ok was still held by the grader: it did not wait for the cancel to be confirmed. Until then the broker may still deliver; await ch.cancel(consumerTag).`);
+          }
+        }
+        w.proxy.release();
+        await t.within("stop()", CALL_MS, stopping);
+        if (stopError) t.fail(`stop() rejected: ${describeValue((stopError as Error)?.message ?? stopError)}.`);
+        const after = await w.obs.count(w.queue);
+        if (after?.consumerCount !== 0) {
+          t.fail(`After stop() resolved, the queue still has ${after?.consumerCount} consumer(s): the broker would keep delivering to a service that is shutting down.`);
+        }
+        // Nothing reaches the handler once stopped.
+        const late = Array.from({ length: 2 }, (_, i) => makeOrder(t.rng, "urgent", 50 + i));
+        const calls = handler.calls.length;
+        await graderPublish(w.gch, w.queue, late.map((body) => ({ body, priority: 10 })));
+        await ticks(w.host);
+        const ready = (await w.obs.count(w.queue))?.messageCount ?? 0;
+        if (handler.calls.length !== calls || ready !== late.length) {
+          t.fail(`After stop() resolved the grader queued ${late.length} orders; the handler was then called ${handler.calls.length - calls} more time(s) and ${ready} stayed queued. A stopped consumer takes nothing.`);
         }
       },
     },
@@ -285,33 +335,31 @@ export default defineGrader<PriorityQueueSubmission>({
       hint: "The order comes from the broker: x-max-priority on the queue and the priority property on each message. Consume with manual acks.",
       timeoutMs: 15000,
       async run(t: T) {
-        const { obs, lch } = await setup(t);
-        const queue = t.names.queue("orders");
-        await t.within("declarePriorityQueue()", 5000, t.submission.declarePriorityQueue(lch, queue));
+        const w = await arrange(t);
+        await t.within("declarePriorityQueue()", CALL_MS, t.learner.declarePriorityQueue(w.ch, w.queue));
         const kinds: OrderKind[] = (["urgent", "normal", "bulk"] as const).flatMap((k) => Array<OrderKind>(6).fill(k));
         let mix = t.rng.shuffle(kinds);
         // A shuffle that is already in priority order would prove nothing.
         while (mix.every((k, i) => i === 0 || PRIORITY[mix[i - 1]!] >= PRIORITY[k])) mix = t.rng.shuffle(kinds);
         const orders = mix.map((k, i) => makeOrder(t.rng, k, i));
         const byId = new Map(orders.map((o) => [o.id, o]));
-        for (const o of orders) await callPublish(t, lch, queue, o, PRIORITY[o.kind]);
-        await waitQueued(t, obs, queue, orders.length, `After ${orders.length} calls to publishOrder() with no consumer running`);
+        await Promise.all(orders.map((o) => callPublish(t, w, o, PRIORITY[o.kind])));
+        await waitQueued(t, w, orders.length, `After ${orders.length} calls to publishOrder() with no consumer running`);
 
-        const handled: Order[] = [];
-        const consumer = await startConsumer(t, lch, queue, async (o) => {
-          handled.push(o);
-        });
-        await waitUntil(t, () => handled.length >= orders.length, 5000, () => `With ${orders.length} orders queued, the handler was called ${handled.length} times within 5 s.`);
-        await t.within("stop()", 5000, consumer.stop());
+        const handler = new Handler(w, () => Promise.resolve());
+        await startConsumer(t, w, handler);
+        await waitUntil(t, () => handler.calls.length >= orders.length, 5000, () => `With ${orders.length} orders queued, the handler was called ${handler.calls.length} times within 5 s.`);
 
+        requireOwnChannel(t, handler);
         const seen = new Set<string>();
-        for (const o of handled) {
-          const sentOrder = byId.get(String(o?.id));
+        for (const { order: o } of handler.calls) {
+          const sentOrder = byId.get(String((o as Order | null)?.id));
           if (!sentOrder) t.fail(`The handler got ${describeValue(o)}, which is not one of the orders published.`);
-          if (!isDeepStrictEqual(o, sentOrder)) t.fail(`The handler got ${describeValue(o)} for order ${sentOrder.id}, expected ${describeValue(sentOrder)}: pass the parsed JSON body.`);
-          if (seen.has(sentOrder.id)) t.fail(`Order ${sentOrder.id} reached the handler twice although every handler call succeeded.`);
+          if (JSON.stringify(o) !== JSON.stringify(sentOrder)) t.fail(`The handler got ${describeValue(o)} for order ${describeValue(sentOrder.id)}, expected ${describeValue(sentOrder)}: pass JSON.parse of the body.`);
+          if (seen.has(sentOrder.id)) t.fail(`Order ${describeValue(sentOrder.id)} reached the handler twice although every handler call succeeded.`);
           seen.add(sentOrder.id);
         }
+        const handled = handler.calls.map((c) => c.order as Order);
         const seq = handled.map((o) => letter(o.kind)).join("");
         for (let i = 1; i < handled.length; i++) {
           if (PRIORITY[handled[i]!.kind] > PRIORITY[handled[i - 1]!.kind]) {
@@ -325,52 +373,148 @@ export default defineGrader<PriorityQueueSubmission>({
       hint: "Where do the waiting bulk orders sit: in the broker, where priority applies, or already in your client? Look at prefetch (and when you set it).",
       timeoutMs: 15000,
       async run(t: T) {
-        const { gch, lch } = await setup(t);
-        const queue = t.names.queue("orders");
-        await declareReference(gch, queue);
-        const backlog = Array.from({ length: 50 }, (_, i) => makeOrder(t.rng, "bulk", i));
-        await graderPublish(gch, queue, backlog.map((order) => ({ order, priority: 1 })));
+        const w = await arrange(t, { declare: {} });
+        const backlog = Array.from({ length: 40 }, (_, i) => makeOrder(t.rng, "bulk", i));
+        await graderPublish(w.gch, w.queue, backlog.map((body) => ({ body, priority: 1 })));
         const urgent = makeOrder(t.rng, "urgent", 99);
-        const trigger = t.rng.int(8, 12);
+        const trigger = t.rng.int(6, 12);
 
-        // The handler is one worker: it works on one order at a time, in the order your
-        // consumer hands them over, however many it is handed at once. When it starts on the
-        // trigger-th order, it publishes the urgent one and waits for the broker's confirm, so
-        // the urgent order is queued before that order can be acked. Ahead of it are only the
-        // deliveries the client already took: at most prefetch - 1.
+        // The handler is one worker: it works on one order at a time, in the order the consumer
+        // hands them over, however many it is handed at once. When it starts on the trigger-th
+        // order, it waits until the broker has topped the consumer up, then publishes the urgent
+        // order and waits for the broker's confirm, all before that order can be acked. Ahead of
+        // the urgent order are then exactly the deliveries the client already holds: prefetch - 1.
         const started: string[] = [];
         let worker: Promise<void> = Promise.resolve();
         let publishError: unknown;
-        const consumer = await startConsumer(t, lch, queue, (o) => {
-          const id = String(o?.id);
+        let limitThen = 0;
+        const handler = new Handler(w, (call) => {
           const turn = worker.then(async () => {
-            started.push(id);
+            started.push(call.id);
             if (started.length === trigger) {
               try {
-                await graderPublish(gch, queue, [{ order: urgent, priority: 10 }]);
+                await w.wire.until(() => toppedUp(w, handler, backlog.length), 2000, () => new Error("not topped up")).catch(() => {});
+                limitThen = w.wire.limit();
+                await graderPublish(w.gch, w.queue, [{ body: urgent, priority: 10 }]);
               } catch (e) {
                 publishError = e;
               }
             }
-            await sleep(2);
+            await sleep(t.rng.int(0, 1));
           });
-          worker = turn;
+          worker = turn.catch(() => {});
           return turn;
         });
+        const consumer = await startConsumer(t, w, handler);
         await waitUntil(
           t,
-          () => started.length >= backlog.length + 1 || publishError !== undefined,
+          () => started.includes(urgent.id) || started.length >= backlog.length + 1 || publishError !== undefined,
           8000,
-          () => `With 50 bulk orders queued and an urgent one added while the handler worked on bulk order ${trigger}, the handler started ${started.length} orders within 8 s (expected 51).`,
+          () => `With ${backlog.length} bulk orders queued and an urgent one added while the handler worked on bulk order ${trigger}, the handler started ${started.length} orders within 8 s (expected ${backlog.length + 1}).`,
         );
         if (publishError) throw publishError;
-        await t.within("stop()", 5000, consumer.stop());
+        requireOwnChannel(t, handler);
 
         const at = started.indexOf(urgent.id) + 1;
-        if (at === 0) t.fail(`The urgent order was published while the handler worked on bulk order ${trigger} of 50, and it never reached the handler.`);
+        if (at === 0) t.fail(`The urgent order was published while the handler worked on bulk order ${trigger} of ${backlog.length}, and it never reached the handler.`);
         const ahead = at - trigger - 1;
         if (ahead < 0 || ahead > MAX_AHEAD) {
-          t.fail(`The urgent order was published while the handler worked on bulk order ${trigger} of 50, and it was handled as number ${at}: ${Math.max(0, ahead)} more bulk orders went first (at most ${MAX_AHEAD} allowed). Those bulk orders had already left the broker for your client, where priorities no longer apply.`);
+          const limit = Number.isFinite(limitThen) ? `a prefetch of ${limitThen}` : noAckConsumer(w) ? "noAck: true" : "no prefetch limit in force for the consumer";
+          t.fail(
+            `The urgent order was published while the handler worked on bulk order ${trigger} of ${backlog.length}, and it was handled as number ${at}: ${Math.max(0, ahead)} more bulk orders went first (at most ${MAX_AHEAD} allowed). ` +
+              `Those had already left the broker for your client (the grader saw ${limit} on your channel), where priorities no longer apply.`,
+          );
+        }
+        // Bulk orders are still flowing: stop them, so nothing of this check runs on in the shared host.
+        await leaveClean(t, w, consumer);
+      },
+    },
+    {
+      name: "an order whose handler fails comes back and is handled again",
+      hint: "If `await handle(order)` rejects, nack with requeue, every time: not once, not a few times, and never ack or drop it.",
+      timeoutMs: 10000,
+      async run(t: T) {
+        const w = await arrange(t, { declare: {} });
+        const orders = Array.from({ length: t.rng.int(6, 8) }, (_, i) => makeOrder(t.rng, "normal", i));
+        await graderPublish(w.gch, w.queue, orders.map((body) => ({ body, priority: 5 })));
+        // Three orders fail: one once, one twice, one three times. The seed picks which.
+        const [once, twice, thrice] = t.rng.shuffle(orders);
+        const failures = new Map([once!, twice!, thrice!].map((o, i) => [o.id, i + 1]));
+        const handler = new Handler(w, async (call) => {
+          await sleep(t.rng.int(0, 2));
+          const f = failures.get(call.id) ?? 0;
+          if (call.nth <= f) throw new Error(`grader: simulated failure ${call.nth} of ${f} while handling ${call.id}`);
+        });
+        const plan = [...failures].map(([id, f]) => `${describeValue(id)} ${f === 1 ? "once" : f === 2 ? "twice" : "three times"}`).join(", ");
+        await startConsumer(t, w, handler);
+        let wrong: string | null = null;
+        await waitUntil(
+          t,
+          () => orders.every((o) => handler.done(o.id) >= 1) || (wrong = firstWrongSettlement(w, handler)) !== null || w.host.escaped.length > 0,
+          4000,
+          () => {
+            const missing = orders.filter((o) => handler.done(o.id) === 0);
+            const calls = missing.map((o) => `${describeValue(o.id)}: ${handler.calls.filter((c) => c.id === o.id).length} call(s)`).join(", ");
+            return `The handler failed ${plan}. Within 4 s, ${orders.length - missing.length} of ${orders.length} orders were handled successfully; never: ${calls}. A failed order must be put back (nack with requeue) every time it fails.`;
+          },
+        );
+        requireOwnChannel(t, handler);
+        if (wrong) t.fail(`The handler failed ${plan}. ${wrong}`);
+        for (const o of orders) {
+          const calls = handler.calls.filter((c) => c.id === o.id).length;
+          const want = (failures.get(o.id) ?? 0) + 1;
+          if (calls !== want) t.fail(`The handler failed ${plan}. Order ${describeValue(o.id)} reached the handler ${calls} times, expected ${want}: each failure brings it back once, and a success ends it.`);
+        }
+      },
+    },
+    {
+      name: "a body that is not JSON is rejected without requeue, and the orders around it are handled",
+      hint: "JSON.parse throws on such a body: catch it, never call the handler with it, and reject it without requeue (ch.reject(msg, false) or ch.nack(msg, false, false)): retrying cannot fix it.",
+      timeoutMs: 10000,
+      async run(t: T) {
+        const dlq = queueName(t, "dead-letters");
+        const w = await arrange(t, { declare: { deadLetterTo: dlq } });
+        await w.gch.assertQueue(dlq, { durable: true });
+        const orders = Array.from({ length: t.rng.int(4, 6) }, (_, i) => makeOrder(t.rng, "normal", i));
+        // Every run: text, cut-off JSON and an empty body. The seed picks the words and where they go.
+        const poison = [
+          t.rng.pick(["order 7 for acme, 3 bolts", "undefined", "<order id=\"4\"/>", "NaN"]),
+          t.rng.pick(['{"id": "cut-', '{"id":"x",', "[1, 2", '{id: "no-quotes"}']),
+          "",
+        ];
+        const mix = t.rng.shuffle([...orders.map((o) => ({ body: o as Order | Buffer, priority: 5 })), ...poison.map((p) => ({ body: Buffer.from(p, "utf8"), priority: 5 }))]);
+        await graderPublish(w.gch, w.queue, mix);
+        const handler = new Handler(w, () => Promise.resolve());
+        const ids = new Set(orders.map((o) => o.id));
+        const poisonSet = new Set(poison);
+        let wrong: string | null = null;
+        let dead = 0;
+        await startConsumer(t, w, handler);
+        const ctx = `The queue held ${orders.length} orders and ${poison.length} bodies that are not JSON (${poison.map((p) => describeValue(p)).join(", ")}).`;
+        await waitUntil(
+          t,
+          async () => {
+            if ((wrong = firstWrongSettlement(w, handler, poisonSet)) !== null || w.host.escaped.length > 0) return true;
+            if (handler.calls.some((c) => !ids.has(c.id))) return true;
+            if (!orders.every((o) => handler.done(o.id) >= 1)) return false;
+            dead = (await w.obs.count(dlq))?.messageCount ?? 0;
+            return dead >= poison.length;
+          },
+          4000,
+          () =>
+            `${ctx} Within 4 s, the handler finished ${orders.filter((o) => handler.done(o.id) >= 1).length} of the orders and ${dead} bodies reached the queue's dead-letter exchange ` +
+            `(expected all ${orders.length}, and ${poison.length}). A body that cannot be parsed must be rejected without requeue, and consuming must go on.`,
+        );
+        if (w.host.escaped.length) {
+          t.fail(`${ctx} An error escaped your consumer: ${describeValue((w.host.escaped[0] as Error)?.message ?? w.host.escaped[0])}. Parse inside a try, and reject what does not parse.`);
+        }
+        const stray = handler.calls.find((c) => !ids.has(c.id));
+        if (stray) t.fail(`${ctx} The handler was called with ${describeValue(stray.order)}; it must get only parsed orders, never a body that is not JSON.`);
+        if (wrong) t.fail(`${ctx} ${wrong}`);
+        requireOwnChannel(t, handler);
+        const deadBodies = (await drainAll(w, dlq)).map((m) => m.content.toString("utf8")).sort();
+        if (JSON.stringify(deadBodies) !== JSON.stringify([...poison].sort())) {
+          t.fail(`${ctx} The dead-letter queue then held ${describeValue(deadBodies)}: each such body must be rejected exactly once.`);
         }
       },
     },
@@ -379,90 +523,60 @@ export default defineGrader<PriorityQueueSubmission>({
       hint: "Ack inside your message callback after `await handle(order)`, never before it and never with noAck: true.",
       timeoutMs: 10000,
       async run(t: T) {
-        const { obs, gch, lch } = await setup(t);
-        const queue = t.names.queue("orders");
-        await declareReference(gch, queue);
-        const orders = Array.from({ length: 4 }, (_, i) => makeOrder(t.rng, "normal", i));
-        await graderPublish(gch, queue, orders.map((order) => ({ order, priority: 5 })));
-
-        const calls: string[] = [];
+        const w = await arrange(t, { declare: {} });
+        const orders = Array.from({ length: t.rng.int(4, 6) }, (_, i) => makeOrder(t.rng, "normal", i));
+        await graderPublish(w.gch, w.queue, orders.map((body) => ({ body, priority: 5 })));
         // The handler never finishes: the service is still working when it dies.
-        await startConsumer(t, lch, queue, (o) => {
-          calls.push(String(o?.id));
-          return new Promise<void>(() => {});
-        });
-        await waitUntil(t, () => calls.length >= 1, 3000, () => "With 4 orders queued, the handler was never called within 3 s.");
-        // The service dies with the handler still running. Closing the learner's channel (not the
-        // connection) keeps amqplib's frame order: any ack the learner already sent reaches the
-        // broker before the close, so an early ack is seen as one.
-        await lch.close();
-        let last = -1;
-        await waitUntil(
-          t,
-          async () => {
-            last = (await obs.count(queue))?.messageCount ?? -1;
-            return last === orders.length;
-          },
-          2000,
-          () =>
-            `The consumer's channel closed (the service died) while the handler was still working on order ${calls[0]} (handler calls so far: ${calls.length}). Of the 4 orders, ${Math.max(last, 0)} came back to the queue; the others were acked before their handler finished and are lost.`,
-        );
-      },
-    },
-    {
-      name: "an order whose handler fails comes back and is handled again",
-      hint: "If `await handle(order)` rejects, do not ack (and do not drop it): the order must go back into the queue.",
-      timeoutMs: 10000,
-      async run(t: T) {
-        const { gch, lch } = await setup(t);
-        const queue = t.names.queue("orders");
-        await declareReference(gch, queue);
-        const orders = Array.from({ length: 5 }, (_, i) => makeOrder(t.rng, "normal", i));
-        await graderPublish(gch, queue, orders.map((order) => ({ order, priority: 5 })));
-        const failing = t.rng.pick(orders).id;
-        const calls: string[] = [];
-        const done = new Set<string>();
-        const consumer = await startConsumer(t, lch, queue, async (o) => {
-          const id = String(o?.id);
-          calls.push(id);
-          if (id === failing && calls.filter((c) => c === id).length === 1) throw new Error(`grader: simulated failure while handling ${id}`);
-          await sleep(1);
-          done.add(id);
-        });
-        await waitUntil(
-          t,
-          () => done.size === orders.length,
-          4000,
-          () =>
-            `The handler failed once on order ${failing}. Within 4 s, the handler completed ${done.size} of 5 orders and was called ${calls.filter((c) => c === failing).length} time(s) for ${failing}: a failed order must be put back (nack with requeue), not acked or dropped.`,
-        );
-        await t.within("stop()", 5000, consumer.stop());
-      },
-    },
-    {
-      name: "stop() cancels the consumer",
-      hint: "ch.consume() resolves to a consumerTag; the broker cancels a consumer by its tag.",
-      timeoutMs: 10000,
-      async run(t: T) {
-        const { obs, gch, lch } = await setup(t);
-        const queue = t.names.queue("orders");
-        await declareReference(gch, queue);
-        const consumer = await startConsumer(t, lch, queue, async () => {});
-        const before = await obs.count(queue);
-        if (before?.consumerCount !== 1) {
-          t.fail(`After consumeOrders() resolved, queue "${queue}" has ${before?.consumerCount ?? 0} consumers, expected 1: resolve only once ch.consume() has resolved.`);
+        const handler = new Handler(w, () => "hold");
+        await startConsumer(t, w, handler);
+        await settleDown(t, w, handler, orders.length, 3000);
+        requireOwnChannel(t, handler);
+        const first = handler.calls[0]!.id;
+        if (noAckConsumer(w)) t.fail(`Your consumer subscribed with noAck: true: the broker forgets each order the moment it sends it, so the orders the handler was still working on (${describeValue(first)} first) are lost when the service dies.`);
+        const wrong = firstWrongSettlement(w, handler);
+        if (wrong) t.fail(`Every handler call was still running. ${wrong}`);
+
+        await killAndWaitRequeue(t, w);
+        const back = new Set((await drainAll(w)).map((m) => idOf(m.content)));
+        const lost = orders.filter((o) => !back.has(o.id));
+        if (lost.length) {
+          t.fail(
+            `The grader SIGKILLed the consumer's process while the handler was still working on ${describeValue(first)} (handler calls: ${handler.calls.length}, none finished). ` +
+              `Of the ${orders.length} orders, ${orders.length - lost.length} came back to the queue; ${lost.map((o) => describeValue(o.id)).join(", ")} did not: acked before their handler finished, they are lost.`,
+          );
         }
-        await t.within("stop()", 5000, consumer.stop());
-        let n = -1;
-        await waitUntil(
-          t,
-          async () => {
-            n = (await obs.count(queue))?.consumerCount ?? 0;
-            return n === 0;
-          },
-          1000,
-          () => `After stop() resolved, the queue still has ${n} consumer(s): the broker would keep delivering to a service that is shutting down.`,
-        );
+      },
+    },
+    {
+      name: "an order still in progress is not acked when a later one finishes",
+      hint: "With a prefetch above 1 and handlers running side by side, orders finish out of order. ack(msg, true) acks every earlier delivery too, finished or not: ack each message on its own.",
+      timeoutMs: 10000,
+      async run(t: T) {
+        const w = await arrange(t, { declare: {} });
+        const orders = Array.from({ length: t.rng.int(6, 9) }, (_, i) => makeOrder(t.rng, "normal", i));
+        await graderPublish(w.gch, w.queue, orders.map((body) => ({ body, priority: 5 })));
+        // The k-th order handed over stays in progress; every other one finishes after a moment.
+        const k = t.rng.int(1, 2);
+        const handler = new Handler(w, (call) => (call.n === k ? "hold" : sleep(t.rng.int(0, 3))));
+        await startConsumer(t, w, handler);
+        await settleDown(t, w, handler, orders.length, 4000);
+        if (handler.calls.length < k) t.fail(`With ${orders.length} orders queued, the handler was called ${handler.calls.length} time(s); the grader needs ${k}.`);
+        requireOwnChannel(t, handler);
+        const held = handler.calls[k - 1]!;
+        const finished = handler.calls.filter((c) => c.state === "done");
+        const ctx = `The handler kept order ${describeValue(held.id)} (the ${k === 1 ? "first" : "second"} it got) in progress while ${finished.length} other order(s) finished.`;
+        const wrong = firstWrongSettlement(w, handler);
+        if (wrong) t.fail(`${ctx} ${wrong}`);
+
+        await killAndWaitRequeue(t, w);
+        const back = new Set((await drainAll(w)).map((m) => idOf(m.content)));
+        const lost = handler.calls.filter((c) => c.state !== "done" && !back.has(c.id));
+        if (lost.length) {
+          t.fail(
+            `${ctx} Then the grader SIGKILLed the consumer's process; ${lost.map((c) => describeValue(c.id)).join(", ")} did not come back to the queue although ` +
+              `${lost.length === 1 ? "its handler" : "their handlers"} never finished: acked when a later order finished.`,
+          );
+        }
       },
     },
   ],

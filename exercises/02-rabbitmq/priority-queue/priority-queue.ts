@@ -13,8 +13,9 @@ export async function declarePriorityQueue(ch: Channel, queue: string): Promise<
 }
 
 /**
- * Publishes `order` as JSON, persistent, with `priority` rounded to the nearest integer and
- * clamped to 0..10 (99 → 10, -5 → 0, 7.6 → 8). Out-of-range values are not errors.
+ * Publishes `order` as JSON (exactly JSON.stringify(order), UTF-8), persistent, with `priority`
+ * rounded to the nearest integer and clamped to 0..10 (99 → 10, -5 → 0, 7.6 → 8); NaN is 0.
+ * No number is an error.
  */
 export function publishOrder(ch: Channel, queue: string, order: Order, priority: number): void {
   // TODO: compute the clamped priority.
@@ -23,13 +24,16 @@ export function publishOrder(ch: Channel, queue: string, order: Order, priority:
 }
 
 /**
- * Consumes `queue`: manual acks, a small prefetch, ack only after `handle(order)` resolves,
- * nack with requeue if it rejects. Resolves once the consumer is registered.
+ * Consumes `queue`: manual acks, a small prefetch (1 to 3), ack each delivery only after its
+ * `handle(order)` resolves, nack with requeue every time it rejects. A body that is not JSON
+ * never reaches `handle`: reject it without requeue. Resolves once the consumer is registered;
+ * `stop()` resolves once the broker has cancelled it.
  */
 export async function consumeOrders(ch: Channel, queue: string, handle: OrderHandler): Promise<PriorityConsumer> {
   // TODO: limit how many unacked messages the broker may push to this channel (and think
   //       about WHEN that setting takes effect).
-  // TODO: consume with manual acks; parse each body and call `handle`; ack or nack.
+  // TODO: consume with manual acks; parse each body (what does not parse?) and call `handle`;
+  //       ack or nack.
   // TODO: return { stop } that cancels the consumer.
   throw new Error("TODO: consumeOrders");
 }

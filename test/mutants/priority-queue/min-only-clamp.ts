@@ -1,5 +1,5 @@
 // Mutant: Math.min(priority, 10) only, as in the seed code: negative priorities are not clamped
-// @targets priorities outside 0..10 are clamped (99 → 10, -5 → 0), not errors
+// @targets priorities are rounded and clamped to 0..10 (99 → 10, -5 → 0, NaN → 0), never errors
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { Order, OrderHandler, PriorityConsumer } from "msglab/contracts/priority-queue";
 

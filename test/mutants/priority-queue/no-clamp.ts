@@ -1,5 +1,5 @@
 // Mutant: passes the caller's priority straight through: 99 stays 99 and -5 makes amqplib throw
-// @targets priorities outside 0..10 are clamped (99 → 10, -5 → 0), not errors
+// @targets priorities are rounded and clamped to 0..10 (99 → 10, -5 → 0, NaN → 0), never errors
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { Order, OrderHandler, PriorityConsumer } from "msglab/contracts/priority-queue";
 

@@ -1,5 +1,5 @@
 // Mutant: clamps but does not round: amqplib truncates 7.6 to 7
-// @targets priorities outside 0..10 are clamped (99 → 10, -5 → 0), not errors
+// @targets priorities are rounded and clamped to 0..10 (99 → 10, -5 → 0, NaN → 0), never errors
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { Order, OrderHandler, PriorityConsumer } from "msglab/contracts/priority-queue";
 

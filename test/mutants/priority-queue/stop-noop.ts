@@ -1,5 +1,5 @@
 // Mutant: stop() only waits for in-flight handlers and never cancels the consumer
-// @targets stop() cancels the consumer
+// @targets consumeOrders() resolves once the consumer is registered, and stop() once it is cancelled
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { Order, OrderHandler, PriorityConsumer } from "msglab/contracts/priority-queue";
 
