@@ -10,7 +10,7 @@ major="${1:?usage: scripts/node-subset.sh <22|24>}"
 cache="${MSGLAB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/msglab}"
 copy="$cache/lab-node$major"
 rm -rf "$copy" && mkdir -p "$copy"
-git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$copy"
+git ls-files -co --exclude-standard -z | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$copy"
 cd "$copy"
 scripts/with-node.sh "$major" npm ci --no-audit --no-fund --loglevel=error
 scripts/with-node.sh "$major" node --version
