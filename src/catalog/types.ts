@@ -1,6 +1,9 @@
-/** A broker an exercise needs. SQLite is a file, so it never needs `msglab up`. */
-export type Broker = "rabbitmq" | "kafka" | "sqlite";
-export const BROKERS: readonly Broker[] = ["rabbitmq", "kafka", "sqlite"];
+/**
+ * A broker (or library) an exercise needs. SQLite is a file and ZeroMQ brokerless, so neither
+ * needs `msglab up`; naming them loads their native library into each host before it is locked.
+ */
+export type Broker = "rabbitmq" | "kafka" | "sqlite" | "zeromq";
+export const BROKERS: readonly Broker[] = ["rabbitmq", "kafka", "sqlite", "zeromq"];
 
 export type Difficulty = "beginner" | "intermediate" | "advanced";
 export const DIFFICULTIES: readonly Difficulty[] = ["beginner", "intermediate", "advanced"];

@@ -103,6 +103,7 @@ function hostSpec(cfg: ChildConfig, memoryMb = cfg.memoryMb): HostSpec {
       ...(cfg.brokers.includes("sqlite") ? ["better-sqlite3"] : []),
       ...(cfg.brokers.includes("rabbitmq") ? ["amqplib"] : []),
       ...(cfg.brokers.includes("kafka") ? ["kafkajs"] : []),
+      ...(cfg.brokers.includes("zeromq") ? ["zeromq"] : []),
     ],
     memoryMb,
     outputLimit: OUTPUT_LIMIT,

@@ -52,6 +52,8 @@ export function permissionFlags(spec: SandboxSpec): string[] {
   const flags = process.allowedNodeEnvironmentFlags;
   const f = [flags.has("--permission") ? "--permission" : "--experimental-permission"];
   for (const p of [...spec.read, spec.dir, ...spec.shared]) f.push(`--allow-fs-read=${p}`);
+  // zeromq's addon loader asks whether this file exists (musl or glibc); it reveals nothing.
+  f.push("--allow-fs-read=/etc/alpine-release");
   for (const p of [spec.dir, ...spec.shared]) f.push(`--allow-fs-write=${p}`);
   f.push("--allow-addons");
   // Newer Node versions gate the network too; the host needs it for the brokers.

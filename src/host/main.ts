@@ -149,6 +149,12 @@ process.on("unhandledRejection", escaped);
 
 for (const lib of config.preload) {
   if (lib === "better-sqlite3") await guardSqlite([config.dir, ...config.shared], config.nodeModules);
+  // The same module instances the submission's imports get (both resolve to the same files).
+  if (lib === "amqplib") await import("amqplib");
+  if (lib === "kafkajs") await import("kafkajs");
+  // Native: it must load before addons are locked. ZeroMQ under bubblewrap talks over ipc://
+  // sockets in the shared folder (there is no network).
+  if (lib === "zeromq") await import("zeromq");
 }
 await lockAddons();
 lockSignals();

@@ -59,7 +59,9 @@ export class KafkaKit {
 
   /** A plain (non-transactional) producer owned by the grader. */
   async producer(): Promise<Producer> {
-    const producer = (await this.shared()).producer({ allowAutoTopicCreation: false });
+    // Idempotent: kafkajs retries a whole multi-partition request when one partition fails, and
+    // without idempotence the partitions that had succeeded get the records twice.
+    const producer = (await this.shared()).producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
     this.closers.push(() => producer.disconnect());
     return producer;
