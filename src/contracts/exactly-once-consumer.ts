@@ -16,7 +16,8 @@ export interface ConsumedRecord {
 export interface ConsumerDeps {
   /**
    * The kafkajs client to build your consumer from (`kafka.consumer({ groupId, ... })`).
-   * Do not create another client: the grader knows its brokers and timeouts.
+   * Do not create another client: the grader knows its brokers and timeouts, and every request
+   * of this one goes through the grader's proxy, which judges your offset commits.
    */
   kafka: Kafka;
   /** The topic to consume, from the beginning. It has several partitions. */
@@ -29,8 +30,10 @@ export interface ConsumerDeps {
   groupId: string;
   /**
    * An open better-sqlite3 connection to the service's database (WAL mode). Keep your own
-   * tables in it (create them if they do not exist: after a restart they are still there).
-   * The grader owns the table `ledger`: do not touch it.
+   * tables in it (create them if they do not exist: after a restart they are still there, as
+   * the crash left them). The grader owns the table `ledger`: do not touch it. Use this
+   * connection, not one of your own: applyEffect writes through it, and would wait for (then
+   * fail on, SQLITE_BUSY) the write lock another connection of yours holds.
    */
   db: BetterSqlite3.Database;
   /**
@@ -38,6 +41,12 @@ export interface ConsumerDeps {
    * `db`). Synchronous, like every better-sqlite3 call, so it can run inside your SQLite
    * transaction. Calling it twice for the same record applies the effect twice: that is the
    * duplicate this exercise is about.
+   *
+   * It can throw (the ledger refuses the write, before or after writing its row). Then nothing
+   * of that record may be committed: let the error out of your transaction (it rolls back, your
+   * "processed" row with it) and do not commit the record's offset. The record must be applied
+   * once the effect succeeds: rethrow from eachMessage (kafkajs then delivers it again) or retry
+   * it yourself.
    */
   applyEffect(record: ConsumedRecord): void;
 }

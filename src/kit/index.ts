@@ -13,3 +13,30 @@ export { VirtualClock, type Clock } from "./clock.ts";
 export { History, type HistoryEvent, type HistoryKind } from "./history.ts";
 export { waitForTopicLeaders, type TopicSpec } from "./kafka.ts";
 export { QueueObserver, amqpCode, brokerText } from "./rabbit-observer.ts";
+export {
+  KafkaProxy,
+  ApiKey,
+  DURABLE_APIS,
+  apiName,
+  decodeEndTxn,
+  decodeFetch,
+  decodeJoinGroup,
+  decodeOffsetCommit,
+  decodeProduceHeader,
+  decodeTxnOffsetCommit,
+  describeRequest,
+  leaveGroup,
+  parseRequestHeader,
+  type CommitEntry,
+  type FetchSeen,
+  type JoinGroupSeen,
+  type KafkaProxyOptions,
+  type KafkaRequest,
+  type OffsetCommitSeen,
+  type RequestHandler,
+  type TxnOffsetCommitSeen,
+  type Verdict,
+} from "./kafka-proxy.ts";
+export { decodeMethod, decodeContentHeader, isSettlement, type AmqpMethod, type BasicProperties, type ContentHeader } from "./amqp-methods.ts";
+export { WireDeliveries, type Delivery, type Settlement, type SettleHow, type ClientRequest } from "./amqp-deliveries.ts";
+export { Gate } from "./proxy.ts";

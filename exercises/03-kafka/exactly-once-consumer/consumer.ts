@@ -22,7 +22,8 @@ export async function startConsumer(deps: ConsumerDeps): Promise<RunningConsumer
     // yourself, and only once the effect is safely in the database.
     eachMessage: async ({ topic, partition, message }) => {
       // TODO: skip records already processed, and record this one as processed in the SAME
-      // SQLite transaction as its effect (better-sqlite3: db.transaction(fn)).
+      // SQLite transaction as its effect (better-sqlite3: db.transaction(fn)). applyEffect can
+      // throw: then nothing of the record may be committed, and it must come again.
       deps.applyEffect({ topic, partition, message });
     },
   });

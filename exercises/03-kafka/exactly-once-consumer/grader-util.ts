@@ -1,21 +1,45 @@
-// The grader's side of the exactly-once-consumer exercise: it writes the stream, owns the
-// ledger, runs the learner's consumer in worker processes, and judges from outside (the ledger
-// on its own SQLite connection, the group's committed offsets through its own admin client).
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+// The grader's side of the exactly-once-consumer exercise. It writes the stream, owns the
+// ledger, runs the learner's consumer in submission hosts, and judges only from what it sees
+// itself:
+//   - every request the learner's kafkajs client sends, on a Kafka proxy of the grader's (one
+//     per host): offset commits are compared with the ledger before they go on, fetches show
+//     how far the consumer got and with which isolation, durable requests can be held and
+//     dropped with a SIGKILL so that they never reach the broker;
+//   - applyEffect's before/after callbacks (synchronous: the host blocks there, so a kill there
+//     is exact, and a thrown error is the effect failing);
+//   - the SQLite file, on the grader's own connections: the ledger, the write lock, and the
+//     WAL, which holds every transaction the learner committed, in order (a grader's reader
+//     pins it: nothing is checkpointed into the database file while a process runs). The
+//     database a restarted process finds is a crash image cut from that WAL: everything up to
+//     the moment of the crash, nothing after it;
+//   - the group's committed offsets and members, through its own admin client.
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import Database from "better-sqlite3";
 import type BetterSqlite3 from "better-sqlite3";
 import type { Admin, Kafka, Producer } from "kafkajs";
-import { History, LabError } from "../../../src/kit/index.ts";
-import type { CheckContext, Worker, WorkerEvent } from "../../../src/kit/index.ts";
-import type { StartConsumer } from "../../../src/contracts/exactly-once-consumer.ts";
-import type { CrashPlan, OffsetCommitSeen, WorkerInput } from "./worker.ts";
+import { ApiKey, DURABLE_APIS, History, KafkaProxy, LabError, decodeFetch, decodeJoinGroup, decodeOffsetCommit, decodeTxnOffsetCommit, leaveGroup } from "../../../src/kit/index.ts";
+import type { CheckContext, CommitEntry, FetchSeen, Host, HostEnd, KafkaRequest, Verdict } from "../../../src/kit/index.ts";
+import type { RunningConsumer, StartConsumer } from "../../../src/contracts/exactly-once-consumer.ts";
 
 export type Submission = { startConsumer: StartConsumer };
 export type T = CheckContext<Submission>;
 
-const WORKER = join(dirname(fileURLToPath(import.meta.url)), "worker.ts");
+/** The service's database, in each host's own folder. */
+const DB_FILE = "service.db";
+/** The effect: one ledger row, written through the learner's connection. */
+const EFFECT_SQL = "INSERT INTO ledger (run, attempt, topic, partition, offset, key, value) VALUES (?, ?, ?, ?, ?, ?, ?)";
+/** A consumer that fetched to the end and changed nothing for this long has done all it will. */
+const QUIET_MS = 1000;
+/** An effect whose write has not returned after this long is waiting for a lock. */
+const STALL_MS = 4000;
+/**
+ * The learner's client retries quickly: a failed eachMessage is retried by kafkajs after
+ * initialRetryTime, doubling; a local broker needs no more patience than this.
+ */
+const LEARNER_RETRY = { retries: 8, initialRetryTime: 20, maxRetryTime: 500 };
+/** Caps the consumer's fetch long poll (kafkajs's default is 5 s): a caught-up consumer stops at once. */
+const FETCH_MAX_WAIT_MS = 25;
 
 /** How a record got into the log: only "plain" and "committed" ones may ever be applied. */
 export type RecordKind = "plain" | "committed" | "aborted";
@@ -39,11 +63,24 @@ export interface Spec {
 interface LedgerRow {
   seq: number;
   run: number;
+  attempt: number;
   topic: string;
   partition: number;
   offset: number;
   key: string | null;
   value: string | null;
+}
+
+/** One call of applyEffect, as the grader's callbacks saw it. */
+export interface EffectCall {
+  /** "partition@offset" of the record it was called with. */
+  id: string;
+  rec: Rec | undefined;
+  /** 1 for the first call for this record in this check, 2 for the next, … */
+  attempt: number;
+  /** The ledger row was written (after() ran). */
+  written: boolean;
+  at: number;
 }
 
 const id = (partition: number, offset: number | string): string => `${partition}@${offset}`;
@@ -66,113 +103,270 @@ export function makeSpecs(t: T, count: number, partitions: number, tag = ""): Sp
   return t.rng.shuffle(specs);
 }
 
-/** What one worker process did, as far as the grader could see it. */
-export class Run {
-  worker!: Worker;
-  startFailed: string | null = null;
-  effectError: string | null = null;
-  lastCrash: string | null = null;
-  consumerConfig: { groupId: string | null; readUncommitted: boolean } | null = null;
-  runConfig: { autoCommit: boolean; eachMessage: boolean; eachBatch: boolean } | null = null;
-  joined = false;
-  /** The consumer's fetches come back with nothing to process. */
-  idle = false;
-  commits = 0;
-  /** Per partition, the highest offset whose eachMessage (or eachBatch) call returned in this process. */
-  readonly processed = new Map<number, number>();
-  killedAtCommit: OffsetCommitSeen | null = null;
+function errorText(e: unknown): string {
+  if (e instanceof Error) return `${e.name === "Error" ? "" : e.name + ": "}${e.message}`;
+  return String(e);
+}
 
-  constructor(
-    readonly number: number,
-    readonly crash: CrashPlan | null,
-  ) {}
-
-  /** Where a planned self-crash landed, if it did. */
-  crashedAt(): string | null {
-    return this.crash && existsSync(this.crash.markerFile) ? readFileSync(this.crash.markerFile, "utf8") : null;
-  }
-
-  onReport(e: WorkerEvent): void {
-    const data = e.data as Record<string, unknown> | string | null;
-    if (e.name === "start-failed") this.startFailed = String(data);
-    if (e.name === "effect-error") this.effectError = String(data);
-    if (e.name === "consumer-crash") this.lastCrash = String((data as { error: string }).error);
-    if (e.name === "consumer") this.consumerConfig = data as Run["consumerConfig"];
-    if (e.name === "run") this.runConfig = data as Run["runConfig"];
-    if (e.name === "group-join") this.joined = true;
-    if (e.name === "idle") this.idle = true;
-    if (e.name === "busy") this.idle = false;
-    if (e.name === "processed") {
-      const { partition, offset } = data as { partition: number; offset: string };
-      this.processed.set(partition, Math.max(this.processed.get(partition) ?? -1, Number(offset)));
-    }
-  }
-
-  /** Lets a process started with `held` start the learner's consumer. */
-  begin(): void {
-    this.worker.resume();
-  }
-
-  /** Asks the learner's stop() to run; the harness kills the process if it lingers. */
-  async stop(): Promise<void> {
-    await this.worker.stop(5000);
+function endText(end: HostEnd): string {
+  switch (end.kind) {
+    case "exit":
+      return end.exitCalled !== null ? `your code called process.exit(${end.exitCalled})` : `${end.signal ?? `exit code ${end.code}`}`;
+    case "memory":
+      return `it used ${end.rssMb} MiB of memory, over the sandbox's limit`;
+    case "output":
+      return `it printed more than ${Math.round(end.bytes / 1024)} KiB`;
+    case "load-failed":
+      return "your file failed to load";
+    case "killed":
+      return "killed";
   }
 }
 
-/** A planned crash's victim, and what its loss would mean. */
-export interface CrashNote {
-  victim: Rec;
-  lossHint: string;
+/** The byte offsets in a WAL file right after each commit frame, in order. */
+function walCommitEnds(walPath: string): number[] {
+  if (!existsSync(walPath)) return [];
+  const wal = readFileSync(walPath);
+  if (wal.length < 32) return [];
+  const pageSize = wal.readUInt32BE(8);
+  const [salt1, salt2] = [wal.readUInt32BE(16), wal.readUInt32BE(20)];
+  const frame = 24 + pageSize;
+  const ends: number[] = [];
+  for (let at = 32; at + frame <= wal.length; at += frame) {
+    if (wal.readUInt32BE(at + 8) !== salt1 || wal.readUInt32BE(at + 12) !== salt2) break;
+    if (wal.readUInt32BE(at + 4) !== 0) ends.push(at + frame); // a commit frame: its db size is set
+  }
+  return ends;
 }
-
-export type UntilResult = "done" | "crashed" | "timeout";
 
 /**
- * One check's world: a topic, a consumer group, a SQLite file with the grader's `ledger`,
- * and the records the grader wrote.
+ * Writes the database as a crash would leave it into `toDir`: the database file and the WAL up
+ * to `walBytes` (all of it when absent). SQLite's recovery keeps exactly the transactions whose
+ * commit frame is in it; the grader then checkpoints it into a plain database file.
+ */
+function writeCrashImage(fromDir: string, toDir: string, walBytes?: number): void {
+  mkdirSync(toDir, { recursive: true });
+  copyFileSync(join(fromDir, DB_FILE), join(toDir, DB_FILE));
+  const wal = join(fromDir, `${DB_FILE}-wal`);
+  const bytes = existsSync(wal) ? readFileSync(wal) : Buffer.alloc(0);
+  writeFileSync(join(toDir, `${DB_FILE}-wal`), walBytes === undefined ? bytes : bytes.subarray(0, walBytes));
+  const db = new Database(join(toDir, DB_FILE));
+  try {
+    db.pragma("wal_checkpoint(TRUNCATE)");
+  } finally {
+    db.close();
+  }
+}
+
+class LedgerRefusedError extends Error {
+  override name = "LedgerRefusedError";
+}
+
+/** One process running the learner's consumer: its host, its proxy, and what the grader saw of it. */
+export class Run {
+  host!: Host;
+  proxy!: KafkaProxy;
+  /** Resolves with the kafka client capability once the host and proxy are up. */
+  ready!: Promise<unknown>;
+  /** The grader's connections to this process's database: reads, the WAL pin, the write-lock probe. */
+  reader!: BetterSqlite3.Database;
+  private probe!: BetterSqlite3.Database;
+  running: RunningConsumer | null = null;
+  /** Set when the grader killed it: everything it sends from then on is dropped. */
+  killedByGrader = false;
+  ended: HostEnd | null = null;
+  /** A problem seen in a callback or on the wire, raised by the next wait. */
+  fatal: string | null = null;
+  // What crossed the proxy.
+  readonly joinedGroups = new Set<string>();
+  fetches = 0;
+  /** Fetches after which every partition's latest fetch asked for its end. */
+  fetchesAtEnd = 0;
+  private readonly fetchOffsets = new Map<number, bigint>();
+  firstFetch: FetchSeen | null = null;
+  readUncommitted = false;
+  /** Offset commits (plain or transactional) for the check's group and topic. */
+  commits = 0;
+  // What the effect callbacks saw.
+  readonly effects: EffectCall[] = [];
+  /** The call whose write has not returned yet. */
+  pending: EffectCall | null = null;
+  /** The check's say on a request, after the run's own bookkeeping. */
+  gate: ((req: KafkaRequest) => Verdict | void | Promise<Verdict>) | null = null;
+  /** The check's say in applyEffect: throw to make the effect fail, or kill the run right there. */
+  onBefore: ((call: EffectCall) => void) | null = null;
+  onAfter: ((call: EffectCall) => void) | null = null;
+  private readonly holds: ((v: Verdict) => void)[] = [];
+
+  constructor(
+    readonly lab: Lab,
+    readonly number: number,
+  ) {}
+
+  get name(): string {
+    return runName(this.number);
+  }
+
+  get dir(): string {
+    return this.host.dir;
+  }
+
+  /** Opens the grader's connections to the database in this host's folder (which must exist). */
+  openDb(t: T): void {
+    const path = join(this.dir, DB_FILE);
+    this.reader = new Database(path);
+    this.reader.pragma("busy_timeout = 5000");
+    // A read transaction begun before the learner's first write, on a checkpointed database:
+    // no checkpoint can copy a later frame into the database file, nor restart the WAL, while
+    // it is open. Every transaction the learner commits stays in the WAL, in order.
+    const pin = new Database(path);
+    pin.exec("BEGIN");
+    pin.prepare("SELECT count(*) FROM ledger").get();
+    this.probe = new Database(path);
+    this.probe.pragma("busy_timeout = 0");
+    t.defer(() => {
+      for (const db of [this.probe, pin, this.reader]) db.close();
+    });
+  }
+
+  /** Whether some connection holds the database's write lock right now (tried without waiting). */
+  writeLockHeld(): boolean {
+    try {
+      this.probe.exec("BEGIN IMMEDIATE");
+    } catch (e) {
+      if ((e as { code?: string }).code === "SQLITE_BUSY") return true;
+      throw e;
+    }
+    this.probe.exec("ROLLBACK");
+    return false;
+  }
+
+  /** Holds a request until the run is killed (then it is dropped). */
+  hold(): Promise<Verdict> {
+    if (this.killedByGrader) return Promise.resolve("drop");
+    return new Promise((resolve) => this.holds.push(resolve));
+  }
+
+  /** SIGKILL, now: nothing it sent that the proxy still has reaches the broker. */
+  kill(): void {
+    if (this.killedByGrader) return;
+    this.killedByGrader = true;
+    this.proxy.handler = () => "drop";
+    void this.host.kill();
+    this.proxy.cut();
+    for (const h of this.holds.splice(0)) h("drop");
+  }
+
+  /** The proxy's handler: bookkeeping, the commit inspection, then the check's gate. */
+  onRequest(req: KafkaRequest): Verdict | void | Promise<Verdict> {
+    if (this.killedByGrader) return "drop";
+    const lab = this.lab;
+    const commit = decodeOffsetCommit(req) ?? decodeTxnOffsetCommit(req);
+    if (commit) lab.inspectCommit(this, commit.groupId, commit.entries);
+    if (req.apiKey === ApiKey.JoinGroup) {
+      const join = decodeJoinGroup(req);
+      if (join) this.joinedGroups.add(join.groupId);
+    }
+    if (req.apiKey === ApiKey.Fetch) {
+      const f = decodeFetch(req);
+      const mine = f?.partitions.filter((p) => p.topic === lab.topic) ?? [];
+      if (f && mine.length) {
+        this.fetches++;
+        this.firstFetch ??= f;
+        if (f.isolationLevel !== 1) this.readUncommitted = true;
+        // Per partition, where its latest fetch asked to read: several consumers of one process
+        // each fetch their own partitions.
+        for (const x of mine) this.fetchOffsets.set(x.partition, x.fetchOffset);
+        if (lab.atEnd([...this.fetchOffsets].map(([partition, fetchOffset]) => ({ partition, fetchOffset })))) this.fetchesAtEnd++;
+      }
+    }
+    return this.gate?.(req);
+  }
+
+  /** applyEffect's before(): checks the call, counts the attempt, asks the check, returns the row. */
+  before(args: unknown[], state: { inTransaction: boolean }): unknown[] {
+    const record = args[0] as { topic?: unknown; partition?: unknown; message?: { offset?: unknown; key?: unknown; value?: unknown } } | undefined;
+    const message = record?.message;
+    if (!record || typeof record.topic !== "string" || typeof record.partition !== "number" || !message || typeof message.offset !== "string") {
+      this.fatal ??= "applyEffect() needs the consumed record: { topic, partition, message } as kafkajs hands them to eachMessage.";
+      throw new TypeError(this.fatal);
+    }
+    const key = id(record.partition, message.offset);
+    const attempt = this.lab.nextAttempt(key);
+    const call: EffectCall = { id: key, rec: this.lab.record(record.partition, message.offset), attempt, written: false, at: performance.now() };
+    this.effects.push(call);
+    this.pending = call;
+    // Outside any transaction of deps.db, the write lock can only be another connection's: the
+    // effect's write would wait for it, then fail with SQLITE_BUSY.
+    try {
+      if (!state.inTransaction && this.writeLockHeld()) {
+        this.fatal ??= this.lab.busyText(call, "your deps.db had no transaction open");
+        throw new Error(this.fatal);
+      }
+      this.onBefore?.(call);
+    } catch (e) {
+      this.pending = null; // nothing is written: no lock to wait for
+      throw e;
+    }
+    const text = (b: unknown) => (Buffer.isBuffer(b) ? b.toString() : b === null || b === undefined ? null : String(b));
+    return [this.number, attempt, record.topic, record.partition, Number(message.offset), text(message.key), text(message.value)];
+  }
+
+  /** applyEffect's after(): the row is written (inside the learner's transaction, if one is open). */
+  after(): void {
+    const call = this.pending;
+    this.pending = null;
+    if (!call) return;
+    call.written = true;
+    this.onAfter?.(call);
+  }
+}
+
+export type UntilResult = "done" | "killed" | "timeout";
+
+/**
+ * One check's world: a topic, a consumer group, the records the grader wrote, and the processes
+ * that ran the learner's consumer.
  */
 export class Lab {
   readonly records: Rec[] = [];
+  readonly runs: Run[] = [];
   /** Offset commits that covered a record whose effect was not in the database yet. */
   readonly violations: { rec: Rec; text: string }[] = [];
-  /** Offsets committed for another group than the one given. */
+  /** Attempts whose row was written and that then threw ("partition@offset#attempt"): their row must not survive. */
+  readonly failedWrites = new Set<string>();
   private wrongGroup: string | null = null;
   private readonly byId = new Map<string, Rec>();
-  private ends = new Map<number, number>();
+  private readonly attempts = new Map<string, number>();
+  private readonly ends = new Map<number, number>();
   private producer: Producer | undefined;
   private txProducer: Producer | undefined;
   private admin!: Admin;
-  private db!: BetterSqlite3.Database;
-  private readonly dbPath: string;
+  /** Processes got ready ahead of time, in the order they will start. */
+  private readonly prepared: Run[] = [];
 
   private constructor(
-    private readonly t: T,
+    readonly t: T,
     readonly topic: string,
     readonly groupId: string,
     readonly partitions: number,
-  ) {
-    this.dbPath = join(t.tmpDir, "service.db");
+  ) {}
+
+  /** `processes`: how many will run (2 for a crash and its restart), all got ready from the start. */
+  static async create(t: T, partitions = 2, processes = 1): Promise<Lab> {
+    const lab = new Lab(t, t.names.topic("deposits"), t.names.group("ledger-service"), partitions);
+    // The first process starts while the topic is created and the messages are written.
+    for (let i = 0; i < processes; i++) lab.prepare();
+    const [admin] = await Promise.all([t.kafka.admin(), t.kafka.createTopics([lab.topic], partitions)]);
+    lab.admin = admin;
+    // Teardown runs after the hosts are killed: their members never left. Removing them lets
+    // the group be deleted at once.
+    t.defer(() => lab.evictMembers());
+    return lab;
   }
 
-  static async create(t: T, partitions = 2): Promise<Lab> {
-    const lab = new Lab(t, t.names.topic("deposits"), t.names.group("ledger-service"), partitions);
-    await t.kafka.createTopics([lab.topic], partitions);
-    lab.admin = await t.kafka.admin();
-    lab.db = new Database(lab.dbPath);
-    t.defer(() => lab.db.close());
-    lab.db.pragma("journal_mode = WAL");
-    lab.db.pragma("busy_timeout = 5000");
-    // No unique constraint on purpose: a duplicate effect shows as a second row.
-    lab.db.exec(`CREATE TABLE ledger (
-      seq INTEGER PRIMARY KEY AUTOINCREMENT,
-      run INTEGER NOT NULL,
-      topic TEXT NOT NULL,
-      partition INTEGER NOT NULL,
-      offset INTEGER NOT NULL,
-      key TEXT,
-      value TEXT
-    )`);
-    return lab;
+  private get broker(): string {
+    return this.t.kafka.brokers[0]!;
   }
 
   private add(spec: Spec, offset: number, kind: RecordKind): void {
@@ -182,16 +376,39 @@ export class Lab {
     this.ends.set(rec.partition, Math.max(this.ends.get(rec.partition) ?? 0, offset + 1));
   }
 
-  /** Writes plain (non-transactional) messages, one send per partition, in order. */
+  record(partition: number, offset: string | number): Rec | undefined {
+    return this.byId.get(id(partition, offset));
+  }
+
+  nextAttempt(key: string): number {
+    const n = (this.attempts.get(key) ?? 0) + 1;
+    this.attempts.set(key, n);
+    return n;
+  }
+
+  attemptsOf(rec: Rec): number {
+    return this.attempts.get(id(rec.partition, rec.offset)) ?? 0;
+  }
+
+  /** Writes plain (non-transactional) messages in one send: in order within each partition. */
   async writePlain(specs: Spec[]): Promise<void> {
-    this.producer ??= await this.t.kafka.producer();
-    for (let p = 0; p < this.partitions; p++) {
-      const mine = specs.filter((s) => s.partition === p);
-      if (mine.length === 0) continue;
-      const [meta] = await this.producer.send({ topic: this.topic, acks: -1, messages: mine.map((s) => ({ partition: p, key: s.key, value: s.value })) });
-      const base = Number(meta!.baseOffset);
-      mine.forEach((s, i) => this.add(s, base + i, "plain"));
+    if (!this.producer) {
+      // Idempotent: kafkajs retries a multi-partition send as a whole when one partition fails,
+      // and a plain producer would then write the others twice (the broker deduplicates here).
+      const kafka = await this.t.kafka.client({ retry: { retries: 8, initialRetryTime: 50, maxRetryTime: 1000 } });
+      const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+      await producer.connect();
+      this.t.defer(() => producer.disconnect());
+      this.producer = producer;
     }
+    const byPartition = [...Array(this.partitions).keys()].map((p) => specs.filter((s) => s.partition === p));
+    const metas = await this.producer.send({ topic: this.topic, acks: -1, messages: byPartition.flat().map((s) => ({ partition: s.partition, key: s.key, value: s.value })) });
+    byPartition.forEach((mine, p) => {
+      if (mine.length === 0) return;
+      const meta = metas.find((m) => m.partition === p);
+      if (!meta) throw new LabError(`Kafka: the grader's send to partition ${p} returned no offset.`);
+      mine.forEach((s, i) => this.add(s, Number(meta.baseOffset) + i, "plain"));
+    });
   }
 
   /** Writes messages inside one transaction, then commits or aborts it. */
@@ -224,14 +441,14 @@ export class Lab {
    * Waits until the last stable offset of every partition has passed every transactional record:
    * the commit and abort markers are in the log (they land a moment after commit()/abort()).
    */
-  async waitForMarkers(): Promise<void> {
+  private async waitForMarkers(): Promise<void> {
     const until = Date.now() + 10_000;
     for (;;) {
       const lso = new Map((await this.admin.fetchTopicOffsets(this.topic)).map((p) => [p.partition, Number(p.offset)]));
       const open = this.records.filter((r) => r.kind !== "plain" && (lso.get(r.partition) ?? 0) <= r.offset);
       if (open.length === 0) return;
       if (Date.now() > until) throw new LabError("Kafka: the grader's own transactions did not end within 10 s.");
-      await new Promise((r) => setTimeout(r, 25));
+      await new Promise((r) => setTimeout(r, 10));
     }
   }
 
@@ -256,23 +473,212 @@ export class Lab {
     return this.records.filter((r) => r.kind !== "aborted");
   }
 
+  get endOffsets(): Map<number, number> {
+    return this.ends;
+  }
+
+  /** A fetch that asks every partition at its end: everything before was processed (kafkajs fetches again only then). */
+  atEnd(partitions: { partition: number; fetchOffset: bigint }[]): boolean {
+    return [...this.ends].every(([p, end]) => partitions.some((x) => x.partition === p && x.fetchOffset >= BigInt(end)));
+  }
+
   /** A record to crash at: one with at least two more records after it on its partition. */
   pickVictim(): Rec {
     const candidates = this.expected.filter((r) => this.expected.some((o) => o.partition === r.partition && o.offset > r.offset + 1));
     return this.t.rng.pick(candidates);
   }
 
-  ledger(): LedgerRow[] {
-    return this.db.prepare("SELECT seq, run, topic, partition, offset, key, value FROM ledger ORDER BY seq").all() as LedgerRow[];
+  // ---------------------------------------------------------------------------------------------
+  // Processes
+
+  /**
+   * Gets the next process ready ahead of time, while topics and messages are still being
+   * written: its host, its proxy, and the kafka client capability (kafkajs loads in the host).
+   */
+  prepare(): Run {
+    const t = this.t;
+    const run = new Run(this, this.runs.length + 1);
+    this.runs.push(run);
+    this.prepared.push(run);
+    run.ready = (async () => {
+      const [host, proxy] = await Promise.all([t.host(), KafkaProxy.start(this.broker, { fetchMaxWaitMs: FETCH_MAX_WAIT_MS })]);
+      t.defer(() => proxy.close());
+      run.host = host;
+      run.proxy = proxy;
+      void host.exited.then((end) => (run.ended = end));
+      proxy.handler = (req) => run.onRequest(req);
+      const kafka = await host.cap("kafka.client", { brokers: t.kafka.brokers, via: proxy.address, clientId: "ledger-service", config: { retry: LEARNER_RETRY } });
+      return kafka;
+    })();
+    run.ready.catch(() => {});
+    return run;
   }
 
-  private appliedIds(): Set<string> {
-    const rows = this.db.prepare("SELECT partition, offset FROM ledger").all() as { partition: number; offset: number }[];
+  /**
+   * Starts the learner's consumer in the next prepared process: the database (a fresh one, or
+   * the crash image the previous process left), its capabilities, then startConsumer().
+   */
+  async start(opts: { after?: Run; walBytes?: number | undefined; arm?: (run: Run) => void } = {}): Promise<Run> {
+    const t = this.t;
+    const run = this.prepared.shift() ?? this.prepare();
+    const kafka = await run.ready;
+    const host = run.host;
+    if (opts.after) {
+      // A crashed process's durable state is what is on disk: the crash image of its database.
+      writeCrashImage(opts.after.dir, host.dir, opts.walBytes);
+    } else {
+      const db = new Database(join(host.dir, DB_FILE));
+      db.pragma("journal_mode = WAL");
+      // No unique constraint on purpose: a duplicate effect shows as a second row.
+      db.exec(`CREATE TABLE ledger (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        key TEXT,
+        value TEXT
+      )`);
+      db.pragma("wal_checkpoint(TRUNCATE)");
+      db.close();
+    }
+    run.openDb(t);
+    const db = await host.cap("sqlite.open", { path: DB_FILE, pragmas: ["busy_timeout = 5000"] });
+    const applyEffect = await host.cap("sqlite.effect", {
+      db,
+      sql: EFFECT_SQL,
+      before: t.sync((args: unknown[], state: { inTransaction: boolean }) => run.before(args, state)),
+      after: t.sync(() => run.after()),
+    });
+    opts.arm?.(run);
+    host
+      .call<RunningConsumer>("startConsumer", { kafka, topic: this.topic, groupId: this.groupId, db, applyEffect })
+      .then(
+        (running) => {
+          if (!running || typeof (running as { stop?: unknown }).stop !== "function") {
+            run.fatal ??= `startConsumer() resolved to ${typeof running === "object" ? JSON.stringify(running) : String(running)}; it must resolve to an object with stop().`;
+          } else run.running = running;
+        },
+        (e: unknown) => {
+          if (!run.killedByGrader && !run.ended) run.fatal ??= `startConsumer() failed in ${run.name}: ${errorText(e)}`;
+        },
+      );
+    return run;
+  }
+
+  /**
+   * The restart after `first` was killed: its members leave the group (as the broker would after
+   * their session timeout), and a fresh process resumes from the crash image and the committed
+   * offsets.
+   */
+  async restart(first: Run, walBytes?: number): Promise<Run> {
+    if (!first.killedByGrader) throw new LabError("grader bug: a restart of a process the grader did not kill");
+    await first.host.exited;
+    await this.evictMembers();
+    return this.start({ after: first, walBytes });
+  }
+
+  /** Removes every member of the group: call it only when none of them is alive. */
+  async evictMembers(): Promise<void> {
+    const { groups } = await this.admin.describeGroups([this.groupId]);
+    const members = groups[0]?.members.map((m) => m.memberId) ?? [];
+    if (members.length) await leaveGroup(this.broker, this.groupId, members);
+  }
+
+  /** Stops a run cleanly through the learner's stop(): it must resolve. */
+  async stop(run: Run, ms = 8000): Promise<void> {
+    if (!run.running) return;
+    await this.t.within(`${run.name}'s stop()`, ms, run.running.stop());
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Waiting
+
+  /** Fails the check at once when the learner's code broke: a bad call, the wrong group, a lock, a process that ended. */
+  private raise(run: Run): void {
+    if (run.proxy.errors.length) throw new LabError(`grader bug: the proxy's handler failed: ${errorText(run.proxy.errors[0])}`);
+    if (run.fatal) this.t.fail(run.fatal);
+    if (this.wrongGroup) this.t.fail(this.wrongGroup);
+    const pending = run.pending;
+    if (pending && !run.killedByGrader && !run.ended && performance.now() - pending.at > STALL_MS && run.writeLockHeld()) {
+      this.t.fail(this.busyText(pending, "deps.db was waiting for it"));
+    }
+    if (run.ended && !run.killedByGrader) {
+      const tail = run.host.tail(5);
+      this.t.fail(`Your consumer's process (${run.name}) ended by itself (${endText(run.ended)}) while it should have kept consuming.${tail ? ` Its last output:\n${tail}` : ""}`);
+    }
+  }
+
+  busyText(call: EffectCall, how: string): string {
+    const what = call.rec ? `the message at ${describeRec(call.rec)}` : `partition/offset ${call.id}`;
+    return `SQLITE_BUSY from your own connection while applyEffect waited for the write lock: when applyEffect was called for ${what}, another connection to the database held its write lock (${how}), so the effect's write through deps.db could only wait, then fail. Use deps.db for your own tables too, and call applyEffect inside the transaction you open on it.`;
+  }
+
+  /** Polls (every few ms) until `done()` holds, the grader killed the run, or time runs out. */
+  async until(run: Run, done: () => boolean | Promise<boolean>, timeoutMs: number): Promise<UntilResult> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      this.raise(run);
+      if (run.killedByGrader) return "killed";
+      if (await done()) return "done";
+      if (Date.now() > until) return "timeout";
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Until the run's consumer fetched at the end of every partition: it has processed everything it was given. */
+  settle(run: Run, timeoutMs: number): Promise<UntilResult> {
+    // Everything applied, or nothing changing any more: a consumer may write its effects a
+    // moment after eachMessage returned (buffered), so its first fetch at the end is not yet
+    // the end of its work.
+    let seen = "";
+    let since = 0;
+    return this.until(
+      run,
+      () => {
+        if (run.fetchesAtEnd === 0) return false;
+        if (this.allApplied(run)) return true;
+        const now = `${this.applied(run).size}/${run.commits}/${run.effects.length}`;
+        if (now !== seen) [seen, since] = [now, performance.now()];
+        return performance.now() - since > QUIET_MS;
+      },
+      timeoutMs,
+    );
+  }
+
+  /** Fails when a run did not catch up in time, saying what was seen of it. */
+  failStuck(run: Run, what: string, ms: number): never {
+    const problem = this.verdict(run, `${ms / 1000} s after ${what}`);
+    this.t.fail(`${problem ?? `${ms / 1000} s after ${what}, your consumer had not fetched to the end of every partition.`} ${this.stuck(run)}`.trim());
+  }
+
+  /** What a run that timed out was doing, from the wire and the callbacks. */
+  stuck(run: Run): string {
+    const escaped = run.host.escaped[0];
+    const crash = escaped === undefined ? "" : ` An error escaped your code: ${errorText(escaped)}.`;
+    if (run.proxy.accepted === 0) return `Your consumer never connected to Kafka through deps.kafka.${crash}`;
+    if (run.joinedGroups.size === 0) return `Your consumer never sent a JoinGroup: was consumer.run() called?${crash}`;
+    if (!run.joinedGroups.has(this.groupId)) return `Your consumer joined the group "${[...run.joinedGroups][0]}", not deps.groupId ("${this.groupId}").${crash}`;
+    if (run.fetches === 0) return `Your consumer joined its group but never fetched from the topic.${crash}`;
+    if (run.effects.length === 0) return `Your consumer fetched, but never called applyEffect.${crash}`;
+    return crash.trim();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Observations and verdicts
+
+  private applied(run: Run): Set<string> {
+    const rows = run.reader.prepare("SELECT partition, offset FROM ledger").all() as { partition: number; offset: number }[];
     return new Set(rows.map((r) => id(r.partition, r.offset)));
   }
 
-  allApplied(): boolean {
-    const applied = this.appliedIds();
+  isApplied(run: Run, rec: Rec): boolean {
+    return run.reader.prepare("SELECT 1 FROM ledger WHERE partition = ? AND offset = ?").get(rec.partition, rec.offset) !== undefined;
+  }
+
+  allApplied(run: Run): boolean {
+    const applied = this.applied(run);
     return this.expected.every((r) => applied.has(id(r.partition, r.offset)));
   }
 
@@ -287,163 +693,60 @@ export class Lab {
     return [...this.ends].every(([p, end]) => c.get(p) === end);
   }
 
-  get endOffsets(): Map<number, number> {
-    return this.ends;
+  /** Does a commit for the check's group and topic carry an offset past `rec` on its partition? */
+  covers(entries: CommitEntry[], rec: Rec): boolean {
+    return entries.some((e) => e.topic === this.topic && e.partition === rec.partition && Number(e.offset) > rec.offset);
   }
 
   /**
-   * Judges one OffsetCommit request the learner's consumer was about to send: every record it
-   * covers (below the committed offset) must already be applied in the database.
+   * Judges one offset commit the learner's consumer was about to send, while the proxy holds it:
+   * every record it covers (below the committed offset) must already be applied in the database.
    */
-  inspectCommit(commit: OffsetCommitSeen): void {
-    if (commit.groupId !== this.groupId) {
-      this.wrongGroup ??= `Your consumer committed offsets for the group "${commit.groupId}", but the group to use is "${this.groupId}" (deps.groupId): a restarted process would not find them.`;
+  inspectCommit(run: Run, groupId: string, entries: CommitEntry[]): void {
+    if (groupId !== this.groupId) {
+      this.wrongGroup ??= `Your consumer committed offsets for the group "${groupId}", but the group to use is "${this.groupId}" (deps.groupId): a restarted process would not find them.`;
       return;
     }
+    if (!entries.some((e) => e.topic === this.topic)) return;
+    run.commits++;
     if (this.violations.length) return;
-    const applied = this.appliedIds();
-    for (const e of commit.entries) {
+    const applied = this.applied(run);
+    for (const e of entries) {
       if (e.topic !== this.topic) continue;
       const upTo = Number(e.offset);
       const missing = this.expected.filter((r) => r.partition === e.partition && r.offset < upTo && !applied.has(id(r.partition, r.offset))).sort((a, b) => a.offset - b.offset);
-      if (missing.length) {
+      const first = missing[0];
+      if (first) {
+        const calls = run.effects.filter((c) => c.id === id(first.partition, first.offset));
+        const threw = calls.some((c) => c.written)
+          ? " (applyEffect had written its row, but the transaction holding it had not committed)"
+          : calls.length
+            ? " (applyEffect had been called for it, and had thrown)"
+            : "";
         this.violations.push({
-          rec: missing[0]!,
-          text: `An offset commit for partition ${e.partition} up to offset ${upTo} was on its way to the broker while the message at ${describeRec(missing[0]!)} had not been applied yet (its effect was not in the database; it was applied only later). A crash at that moment loses the message: the restart resumes after it. Commit the offset only after the SQLite transaction with the effect has committed.`,
+          rec: first,
+          text: `An offset commit for partition ${e.partition} up to offset ${upTo} was on its way to the broker while the message at ${describeRec(first)} had not been applied${threw}: its effect was not in the database. A crash at that moment loses the message: the restart resumes after it. Commit an offset only after the SQLite transaction with the effects it covers has committed.`,
         });
         return;
       }
     }
   }
 
-  /**
-   * Starts the learner's consumer in a fresh worker process. `killAtCommit` SIGKILLs it at the
-   * first offset commit that covers that record, before the commit reaches the broker.
-   */
-  async start(number: number, opts: { crash?: Omit<CrashPlan, "markerFile"> | undefined; killAtCommit?: Rec | undefined; held?: boolean } = {}): Promise<Run> {
-    const crash: CrashPlan | null = opts.crash ? { ...opts.crash, markerFile: join(this.t.tmpDir, `crash-${number}.txt`) } : null;
-    const run = new Run(number, crash);
-    const input: WorkerInput = { brokers: this.t.kafka.brokers, topic: this.topic, groupId: this.groupId, dbPath: this.dbPath, run: number, crash, held: opts.held === true };
-    const victim = opts.killAtCommit;
-    run.worker = await this.t.workers.start(WORKER, {
-      input,
-      onReport: (e) => run.onReport(e),
-      onCheckpoint: (e) => {
-        if (e.name === "begin") return "hold";
-        if (e.name !== "offset-commit") return "continue";
-        const commit = e.data as OffsetCommitSeen;
-        run.commits++;
-        this.inspectCommit(commit);
-        if (victim && !run.killedAtCommit && commit.entries.some((x) => x.topic === this.topic && x.partition === victim.partition && Number(x.offset) > victim.offset)) {
-          run.killedAtCommit = commit;
-          return "kill";
-        }
-        return "continue";
-      },
-    });
-    return run;
-  }
-
-  /**
-   * Polls until `done()` holds, the worker dies, or time runs out. Fails the check at once when
-   * the learner's code broke (start failed, bad applyEffect call, offsets committed for another
-   * group, the process ended by itself).
-   */
-  async until(run: Run, done: () => boolean | Promise<boolean>, timeoutMs: number): Promise<UntilResult> {
-    let exited = false;
-    void run.worker.exited.then(() => (exited = true));
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      if (run.startFailed) this.t.fail(`startConsumer() failed in ${runName(run.number)}: ${run.startFailed}`);
-      if (run.effectError) this.t.fail(run.effectError);
-      if (this.wrongGroup) this.t.fail(this.wrongGroup);
-      if (exited) {
-        if (run.worker.killed || run.crashedAt()) return "crashed";
-        const how = await run.worker.exited;
-        const tail = run.worker.log.trim().split("\n").slice(-5).join("\n");
-        this.t.fail(`Your consumer's process (${runName(run.number)}) ended by itself (${how.signal ?? `exit code ${how.code}`}) while it should have kept consuming.${tail ? ` Its last output:\n${tail}` : ""}`);
-      }
-      if (await done()) return "done";
-      if (Date.now() > until) return "timeout";
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-
-  /**
-   * The consumer of this run has nothing left to do: on every partition, either it processed the
-   * last record (its eachMessage returned), or the group's committed offset is at the end.
-   */
-  async caughtUp(run: Run): Promise<boolean> {
-    const behind = [...this.ends].filter(([p, end]) => (run.processed.get(p) ?? -1) < end - 1);
-    if (behind.length === 0) return true;
-    const committed = await this.committed();
-    return behind.every(([p, end]) => committed.get(p) === end);
-  }
-
-  /** Until the run caught up, or its consumer has nothing left to read. */
-  async settle(run: Run, timeoutMs = 15_000): Promise<UntilResult> {
-    return this.until(run, async () => run.idle || (await this.caughtUp(run)), timeoutMs);
-  }
-
-  /** What a run that timed out was doing, for the failure message. */
-  stuck(run: Run): string {
-    if (!run.consumerConfig) return "No consumer was ever created from deps.kafka.";
-    if (!run.runConfig) return "Your consumer's run() was never called.";
-    if (!run.joined) return "Your consumer never joined its group.";
-    return run.lastCrash ? `Your consumer crashed with: ${run.lastCrash}` : "";
-  }
-
-  /**
-   * Removes the SIGKILLed process's member from the group at once, as the broker would after
-   * its session timeout: the restart then gets the partitions without waiting for it.
-   */
-  async evictDeadMembers(): Promise<void> {
-    const { groups } = await this.admin.describeGroups([this.groupId]);
-    const members = groups[0]?.members ?? [];
-    if (members.length === 0) return;
-    const kafka = await this.t.kafka.client();
-    const create = Object.getOwnPropertySymbols(kafka).find((s) => s.description === "private:Kafka:createCluster");
-    if (!create) throw new LabError("kafkajs internals changed: the grader cannot evict a dead group member.");
-    type Cluster = {
-      connect(): Promise<void>;
-      disconnect(): Promise<void>;
-      findGroupCoordinator(o: { groupId: string }): Promise<{ leaveGroup(o: { groupId: string; memberId: string }): Promise<unknown> }>;
-    };
-    const cluster = (kafka as unknown as Record<symbol, (o: object) => Cluster>)[create]!({});
-    await cluster.connect();
-    try {
-      const until = Date.now() + 10_000;
-      for (;;) {
-        const coordinator = await cluster.findGroupCoordinator({ groupId: this.groupId });
-        for (const m of members) await coordinator.leaveGroup({ groupId: this.groupId, memberId: m.memberId }).catch(() => {});
-        const left = (await this.admin.describeGroups([this.groupId])).groups[0]?.members ?? [];
-        if (!left.some((m) => members.some((dead) => dead.memberId === m.memberId))) return;
-        if (Date.now() > until) throw new LabError("Kafka: the grader could not remove the crashed consumer from its group.");
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    } finally {
-      await cluster.disconnect().catch(() => {});
-    }
-  }
-
-  /**
-   * The verdict on what happened so far: an offset committed before an effect that came later,
-   * then the ledger's first problem. Null when all is well.
-   */
-  verdict(context: string, crash?: CrashNote): string | null {
+  /** Verdict on the ledger of `run` (the last process): an early commit first, then the ledger's first problem. */
+  verdict(run: Run, context: string, crash?: { victim: Rec; lossHint: string }): string | null {
     if (this.wrongGroup) return this.wrongGroup;
-    const applied = this.appliedIds();
+    const applied = this.applied(run);
     const early = this.violations.find((v) => applied.has(id(v.rec.partition, v.rec.offset)));
     if (early) return early.text;
-    return this.judgeLedger(context, crash);
+    return this.judgeLedger(run, context, crash);
   }
 
   /**
    * The ledger must hold every plain and committed record exactly once, nothing of an aborted
-   * transaction, and each row must be the record it claims. Returns the first problem, or null.
+   * transaction, no row of an effect that failed, and each row must be the record it claims.
    */
-  judgeLedger(context: string, crash?: CrashNote): string | null {
-    const rows = this.ledger();
+  judgeLedger(run: Run, context: string, crash?: { victim: Rec; lossHint: string }): string | null {
+    const rows = run.reader.prepare("SELECT seq, run, attempt, topic, partition, offset, key, value FROM ledger ORDER BY seq").all() as LedgerRow[];
     const history = new History();
     for (const r of this.expected) history.record("produced", id(r.partition, r.offset));
     const firstRun = new Map<string, LedgerRow>();
@@ -453,19 +756,20 @@ export class Lab {
         return `${context}, the ledger has an effect for ${row.topic === this.topic ? "" : `topic "${row.topic}", `}partition ${row.partition}, offset ${row.offset}, where there is no message of this check. Pass applyEffect the record exactly as kafkajs delivered it.`;
       }
       if (rec.kind === "aborted") {
-        return `${context}, the message at ${describeRec(rec)} was applied, but it belongs to a transaction its producer ABORTED. It was never meant to happen: consume with read_committed isolation (kafkajs: readUncommitted false, the default), which never delivers aborted records.`;
+        const how = this.runs.some((r) => r.readUncommitted) ? " Your consumer's fetches asked for read_uncommitted isolation." : "";
+        return `${context}, the message at ${describeRec(rec)} was applied, but it belongs to a transaction its producer ABORTED. It was never meant to happen: consume with read_committed isolation (kafkajs: readUncommitted false, the default), which never delivers aborted records.${how}`;
       }
       if (row.key !== rec.key || row.value !== rec.value) {
         return `${context}, the ledger row for partition ${rec.partition}, offset ${rec.offset} carries key ${JSON.stringify(row.key)} and value ${JSON.stringify(row.value)}, but the message there has key "${rec.key}" and value "${rec.value}". Pass applyEffect the record exactly as kafkajs delivered it.`;
       }
       const key = id(row.partition, row.offset);
+      if (this.failedWrites.has(`${key}#${row.attempt}`)) {
+        return `${context}, the ledger holds the row of applyEffect call #${row.attempt} for the message at ${describeRec(rec)}, a call that threw after writing it (the grader's fault: the effect failed). Your code committed it anyway. When applyEffect throws, let the error out of your transaction, so that it rolls back (the 'processed' row with it).`;
+      }
       history.record("applied", key);
       const first = firstRun.get(key);
       if (first) {
-        const how =
-          first.run === row.run
-            ? `twice by ${runName(row.run)}`
-            : `once by ${runName(first.run)} and again by ${runName(row.run)}`;
+        const how = first.run === row.run ? `twice by ${runName(row.run)}` : `once by ${runName(first.run)} and again by ${runName(row.run)}`;
         return `${context}, the message at ${describeRec(rec)} was applied ${how}. Record each processed record (topic, partition, offset) in the same SQLite transaction as its effect, and skip records already recorded.`;
       }
       firstRun.set(key, row);
@@ -477,13 +781,120 @@ export class Lab {
       const victimLost = crash !== undefined && missing.includes(crash.victim);
       const shown = victimLost ? crash.victim : missing[0]!;
       const more = missing.length > 1 ? ` (and ${missing.length - 1} more of the ${this.expected.length} messages)` : "";
-      const why = victimLost
-        ? crash.lossHint
-        : rows.length === 0
-          ? "Nothing at all was applied: subscribe with fromBeginning: true (a new group otherwise starts at the end of the log), and call deps.applyEffect for each record."
-          : "Keys and values repeat between messages, and offsets repeat between partitions: only (topic, partition, offset) identifies a record.";
-      return `${context}, the message at ${describeRec(shown)} was never applied${more}. ${why}`;
+      return `${context}, the message at ${describeRec(shown)} was never applied${more}. ${victimLost ? crash.lossHint : this.lossWhy(rows.length)}`;
     }
     return null;
+  }
+
+  /** Why messages are missing, from what the wire showed. */
+  private lossWhy(rows: number): string {
+    const first = this.runs[0]?.firstFetch;
+    if (rows === 0 && first && this.atEnd(first.partitions.filter((p) => p.topic === this.topic))) {
+      return "Your consumer's first fetch already asked for the end of every partition: a new group starts at the end of the log unless you subscribe with fromBeginning: true.";
+    }
+    if (rows === 0 && this.runs.every((r) => r.effects.length === 0)) return "applyEffect was never called: call deps.applyEffect for each record.";
+    return "Keys and values repeat between messages, and offsets repeat between partitions: only (topic, partition, offset) identifies a record.";
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Crash points
+
+  /** Kills `run` in applyEffect's before() for the first call with `victim`: its write never happens. */
+  killBeforeEffect(run: Run, victim: Rec): void {
+    run.onBefore = (call) => {
+      if (call.rec !== victim || run.killedByGrader) return;
+      run.kill();
+      throw new Error("killed by the grader");
+    };
+  }
+
+  /** Kills `run` when an offset commit covering `victim` reaches the proxy: it never reaches the broker. */
+  killAtCommit(run: Run, victim: Rec): { killedBy: string | null } {
+    const note = { killedBy: null as string | null };
+    run.gate = (req) => {
+      const commit = decodeOffsetCommit(req) ?? decodeTxnOffsetCommit(req);
+      if (!commit || commit.groupId !== this.groupId || !this.covers(commit.entries, victim)) return;
+      note.killedBy = commit.entries.filter((e) => e.topic === this.topic).map((e) => `partition ${e.partition} → ${e.offset}`).join(", ");
+      run.kill();
+      return "drop";
+    };
+    return note;
+  }
+
+  /**
+   * The crash right after the transaction that makes `victim`'s effect durable. From the moment
+   * its row is written (after()), every durable request of the process (offset commits, produce,
+   * transaction calls) is held at the proxy and dropped at the kill: nothing reaches the broker
+   * after the effect. The process runs on until its WAL shows a commit with the victim's row (or
+   * a deadline passes), then dies; the restart gets the database cut right after that commit:
+   * whatever the learner wrote after it (a 'processed' row in a transaction of its own) is lost,
+   * as it would be in a crash at that instant.
+   */
+  killAfterEffectCommit(run: Run, victim: Rec, deadlineMs = 3000): { walBytes: () => number | undefined; armed: () => boolean } {
+    let armedAt: number | null = null;
+    let walBefore = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const walPath = join(run.dir, `${DB_FILE}-wal`);
+    const maybeKill = () => {
+      if (run.killedByGrader || armedAt === null) return;
+      if (this.isApplied(run, victim) || performance.now() - armedAt > deadlineMs) {
+        clearInterval(timer);
+        run.kill();
+      }
+    };
+    const walSize = () => (existsSync(walPath) ? statSync(walPath).size : 0);
+    run.onAfter = (call) => {
+      if (call.rec !== victim || armedAt !== null) return;
+      armedAt = performance.now();
+      run.gate = (req) => {
+        if (!DURABLE_APIS.has(req.apiKey)) return;
+        maybeKill();
+        return run.hold();
+      };
+      timer = setInterval(maybeKill, 5);
+      this.t.defer(() => clearInterval(timer));
+    };
+    run.onBefore = (call) => {
+      maybeKill();
+      if (run.killedByGrader) throw new Error("killed by the grader");
+      // The commit that holds the row comes after this point in the WAL (an effect outside any
+      // transaction commits before after() is even called).
+      if (call.rec === victim && armedAt === null) walBefore = walSize();
+    };
+    return {
+      armed: () => armedAt !== null,
+      walBytes: () => {
+        // The first commit after the row's write began that holds it: the crash comes right after it.
+        const ends = walCommitEnds(walPath).filter((e) => e > walBefore);
+        for (const [i, end] of ends.entries()) {
+          const dir = join(this.t.tmpDir, `image-${run.number}-${i}`);
+          writeCrashImage(run.dir, dir, end);
+          const db = new Database(join(dir, DB_FILE), { readonly: true });
+          try {
+            if (db.prepare("SELECT 1 FROM ledger WHERE partition = ? AND offset = ?").get(victim.partition, victim.offset)) return end;
+          } finally {
+            db.close();
+          }
+        }
+        return undefined; // never committed before the kill: the image is everything on disk
+      },
+    };
+  }
+
+  /**
+   * Makes applyEffect fail for `victim`: calls 1 to `failures` throw, one of them (chosen by the
+   * seed) after its row is written, inside the learner's transaction, the others before writing.
+   */
+  failEffect(run: Run, victim: Rec, failures: number): void {
+    const afterWrite = this.t.rng.int(1, failures);
+    const refuse = (call: EffectCall) => new LedgerRefusedError(`the ledger refused the deposit at ${call.id} (attempt ${call.attempt}; a fault the grader injected)`);
+    run.onBefore = (call) => {
+      if (call.rec === victim && call.attempt <= failures && call.attempt !== afterWrite) throw refuse(call);
+    };
+    run.onAfter = (call) => {
+      if (call.rec !== victim || call.attempt !== afterWrite) return;
+      this.failedWrites.add(`${call.id}#${call.attempt}`);
+      throw refuse(call);
+    };
   }
 }

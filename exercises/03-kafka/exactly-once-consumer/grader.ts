@@ -1,51 +1,45 @@
 import { defineGrader } from "../../../src/kit/index.ts";
-import { Lab, describeRec, makeSpecs, type CrashNote, type Run, type Submission, type T } from "./grader-util.ts";
+import { Lab, describeRec, makeSpecs, type Rec, type Run, type Submission, type T } from "./grader-util.ts";
 
-/** The first process: long enough for a slow machine; a correct consumer needs about a second. */
+/** The first process: long enough for a slow machine; a correct consumer needs well under a second. */
 const FIRST_RUN_MS = 20_000;
 /** The restart, once the dead member is out of the group. */
 const RESTART_MS = 15_000;
-/** Once everything is applied, how long the last offset commit may take to arrive. */
-const LAST_COMMIT_MS = 8_000;
+/** Once the consumer has processed everything, how long its last offset commit may take to arrive. */
+const LAST_COMMIT_MS = 5_000;
+/** How many times applyEffect fails for one message before it succeeds. */
+const EFFECT_FAILURES = 3;
 
 /** A stream of plain messages on two partitions, ending with one closing message per partition. */
-async function plainStream(t: T): Promise<Lab> {
-  const lab = await Lab.create(t, 2);
+async function plainStream(t: T, restart = false): Promise<Lab> {
+  const lab = await Lab.create(t, 2, restart ? 2 : 1);
   await lab.writePlain(makeSpecs(t, t.rng.int(10, 14), lab.partitions));
   await lab.writeClosing();
   return lab;
 }
 
-/** Stops the run cleanly, then fails with the ledger's first problem, if any. */
-async function stopAndJudge(t: T, lab: Lab, run: Run, context: string, crash?: CrashNote): Promise<void> {
-  await run.stop();
-  const problem = lab.verdict(context, crash);
+/** Waits until the run has fetched to the end of every partition; fails when it does not in time. */
+async function settle(t: T, lab: Lab, run: Run, what: string, ms: number): Promise<void> {
+  const result = await lab.settle(run, ms);
+  if (result === "timeout") lab.failStuck(run, what, ms);
+  if (result === "killed") t.fail("grader bug: a run killed without a planned crash");
+}
+
+/** The restart after a crash: a fresh process from the crash image must catch up to the end of every partition. */
+async function restartAndJudge(t: T, lab: Lab, first: Run, context: string, crash?: { victim: Rec; lossHint: string }, walBytes?: number): Promise<void> {
+  const second = await lab.restart(first, walBytes);
+  await settle(t, lab, second, "the restart", RESTART_MS);
+  const problem = lab.verdict(second, context, crash);
   if (problem) t.fail(problem);
-}
-
-/** Fails when a run did not catch up in time, saying what it got stuck on. */
-function failStuck(t: T, lab: Lab, run: Run, what: string, ms: number): never {
-  const problem = lab.verdict(`${ms / 1000} s after ${what}`);
-  const stuck = lab.stuck(run);
-  t.fail(`${problem ?? `${ms / 1000} s after ${what}, your consumer had not processed every partition to its end.`}${stuck ? ` ${stuck}` : ""}`);
-}
-
-/**
- * The restart after a crash: the dead member leaves the group, a fresh process with the same
- * group resumes from the committed offsets and must catch up to the end of every partition.
- */
-async function restart(t: T, lab: Lab, second: Run, crashed: string): Promise<Run> {
-  await lab.evictDeadMembers();
-  second.begin();
-  const result = await lab.settle(second, RESTART_MS);
-  if (result === "timeout") failStuck(t, lab, second, `the restart (${crashed})`, RESTART_MS);
-  if (result === "crashed") t.fail("The restarted process died."); // only planned crashes kill; none is planned here
-  return second;
 }
 
 /** "The first process was SIGKILLed <how>; after the restart" */
 function crashedContext(how: string): string {
   return `The first process was SIGKILLed ${how}; after the restart`;
+}
+
+function bypassed(run: Run): string {
+  return `The group's offsets reached the end, but no offset commit of ${run.name} ever went through the kafka client you were given: build your consumer from deps.kafka.`;
 }
 
 export default defineGrader<Submission>({
@@ -57,14 +51,22 @@ export default defineGrader<Submission>({
       timeoutMs: 40_000,
       async run(t) {
         const lab = await plainStream(t);
-        const run = await lab.start(1);
-        const result = await lab.settle(run, FIRST_RUN_MS);
-        if (result === "timeout") failStuck(t, lab, run, "your consumer started", FIRST_RUN_MS);
-        await stopAndJudge(t, lab, run, "With no crash at all");
+        const run = await lab.start();
+        await settle(t, lab, run, "your consumer started", FIRST_RUN_MS);
+        const problem = lab.verdict(run, "With no crash at all");
+        if (problem) t.fail(problem);
+        await lab.stop(run);
       },
     },
+    // Judged by outcome: every commit on the wire against the ledger at that moment. kafkajs's
+    // autoCommit as such is not rejected, because it cannot be seen: it commits only offsets whose
+    // eachMessage (or eachBatch) has returned, so for a consumer whose transaction completes before
+    // eachMessage returns, its commits are the ones a per-batch manual commit would send (the old
+    // "auto-commit" mutant, the reference with autoCommit on and no commitOffsets, is equivalent
+    // to the each-batch valid alternative on the wire). What autoCommit does wrong shows here when
+    // it happens: an effect written after eachMessage returned (mutant auto-commit-buffered).
     {
-      name: "offsets are committed by your code (autoCommit off), each only after the effects it covers are in the database, and reach the end of every partition",
+      name: "offsets are committed by your code, each only after the effects it covers are in the database, and reach the end of every partition",
       hint: "consumer.run({ autoCommit: false, eachMessage }), and in eachMessage: first the SQLite transaction, then await consumer.commitOffsets([{ topic, partition, offset: message.offset + 1 }]). The committed offset is the next record to read.",
       timeoutMs: 40_000,
       async run(t) {
@@ -74,17 +76,11 @@ export default defineGrader<Submission>({
         await lab.writeTransaction(makeSpecs(t, t.rng.int(3, 4), lab.partitions), "commit");
         await lab.writePlain(makeSpecs(t, t.rng.int(3, 5), lab.partitions));
         await lab.writeClosing();
-        const run = await lab.start(1);
-        // Every offset commit is held and compared with the ledger before it reaches the broker.
-        const result = await lab.settle(run, FIRST_RUN_MS);
-        if (result === "timeout") failStuck(t, lab, run, "your consumer started", FIRST_RUN_MS);
-        const problem = lab.verdict("With no crash at all");
+        // Every offset commit is held at the proxy and compared with the ledger before it goes on.
+        const run = await lab.start();
+        await settle(t, lab, run, "your consumer started", FIRST_RUN_MS);
+        const problem = lab.verdict(run, "With no crash at all");
         if (problem) t.fail(problem);
-        if (run.runConfig?.autoCommit) {
-          t.fail(
-            "Your consumer runs with kafkajs's autoCommit on (the default): kafkajs then commits offsets by itself, on its own schedule, and the commit is no longer tied to your SQLite transaction. Pass autoCommit: false to consumer.run() and commit each offset yourself, after the transaction.",
-          );
-        }
         const reached = await lab.until(run, () => lab.committedAtEnd(), LAST_COMMIT_MS);
         if (reached !== "done") {
           const committed = await lab.committed();
@@ -98,12 +94,9 @@ export default defineGrader<Submission>({
                 : got < end
                   ? "behind the last message your consumer processed: a restart would read those records again."
                   : "beyond the end of the partition.";
-          t.fail(`Every message was applied, but ${LAST_COMMIT_MS / 1000} s later the group's committed offset for partition ${p} was ${got} while the partition ends at ${end}: ${why}`);
+          t.fail(`Every message was applied, but ${LAST_COMMIT_MS / 1000} s after your consumer had fetched to the end, the group's committed offset for partition ${p} was ${got} while the partition ends at ${end}: ${why}`);
         }
-        if (run.commits === 0) {
-          t.fail("The group's offsets reached the end, but no offset commit ever went through the kafka client you were given: build your consumer from deps.kafka.");
-        }
-        await run.stop();
+        if (run.commits === 0) t.fail(bypassed(run));
       },
     },
     {
@@ -111,32 +104,21 @@ export default defineGrader<Submission>({
       hint: "Nothing about a message may be committed before its effect: neither its offset nor its 'processed' row. Both follow the effect, the row in the same SQLite transaction.",
       timeoutMs: 50_000,
       async run(t) {
-        const lab = await plainStream(t);
+        const lab = await plainStream(t, true);
         const victim = lab.pickVictim();
-        // The restart's process is spawned ahead of time and held until the first one died.
-        const [first, second] = await Promise.all([
-          lab.start(1, { crash: { point: "before-effect", partition: victim.partition, offset: String(victim.offset) } }),
-          lab.start(2, { held: true }),
-        ]);
+        // Killed inside applyEffect for the victim, before its row is written.
+        const first = await lab.start({ arm: (r) => lab.killBeforeEffect(r, victim) });
         const result = await lab.settle(first, FIRST_RUN_MS);
-        if (result === "timeout") failStuck(t, lab, first, "your consumer started", FIRST_RUN_MS);
+        if (result === "timeout") lab.failStuck(first, "your consumer started", FIRST_RUN_MS);
         if (result === "done") {
-          // applyEffect was never called for the victim, so the crash never came.
-          await stopAndJudge(t, lab, first, "With no crash at all");
-          t.fail(`Your consumer never called applyEffect for the message at ${describeRec(victim)}.`);
+          const problem = lab.verdict(first, "With no crash at all");
+          t.fail(problem ?? `Your consumer fetched to the end of every partition without ever calling applyEffect for the message at ${describeRec(victim)}.`);
         }
-        await restart(t, lab, second, "SIGKILL before the effect");
-        await stopAndJudge(
-          t,
-          lab,
-          second,
-          crashedContext(`right before the effect of the message at ${describeRec(victim)}`),
-          {
-            victim,
-            lossHint:
-              "The crash came before its effect, so the restart had to process it again: something about it (its offset, or a 'processed' row outside the effect's transaction) was committed before the effect was.",
-          },
-        );
+        await restartAndJudge(t, lab, first, crashedContext(`inside applyEffect for the message at ${describeRec(victim)}, before its effect was written`), {
+          victim,
+          lossHint:
+            "The crash came before its effect, so the restart had to process it again: something about it (its offset, or a 'processed' row outside the effect's transaction) was committed before the effect was.",
+        });
       },
     },
     {
@@ -144,59 +126,49 @@ export default defineGrader<Submission>({
       hint: "Kafka redelivers everything after the last committed offset. Before applying a record, look it up in a processed-messages table, inside the same SQLite transaction that writes the effect and the record's row.",
       timeoutMs: 50_000,
       async run(t) {
-        const lab = await plainStream(t);
+        const lab = await plainStream(t, true);
         const victim = lab.pickVictim();
-        const [first, second] = await Promise.all([lab.start(1, { killAtCommit: victim }), lab.start(2, { held: true })]);
-        let appliedAt = 0;
-        const result = await lab.until(
-          first,
-          async () => {
-            const all = lab.allApplied();
-            if (!appliedAt && all) appliedAt = Date.now();
-            if (first.idle && !all) return true; // nothing left to read, yet messages are missing
-            return (appliedAt > 0 && Date.now() - appliedAt > LAST_COMMIT_MS) || (await lab.committedAtEnd());
-          },
-          FIRST_RUN_MS + LAST_COMMIT_MS,
-        );
-        if (result === "timeout") failStuck(t, lab, first, "your consumer started", FIRST_RUN_MS + LAST_COMMIT_MS);
-        if (result === "done") {
-          await stopAndJudge(t, lab, first, "With no crash at all");
-          if (first.commits === 0 && (await lab.committedAtEnd())) {
-            t.fail("The group's offsets reached the end, but no offset commit ever went through the kafka client you were given: build your consumer from deps.kafka.");
-          }
+        let note: { killedBy: string | null } = { killedBy: null };
+        const first = await lab.start({ arm: (r) => (note = lab.killAtCommit(r, victim)) });
+        const result = await lab.settle(first, FIRST_RUN_MS);
+        if (result === "timeout") lab.failStuck(first, "your consumer started", FIRST_RUN_MS);
+        // Fetched to the end: the covering commit may still be on its way (a lazy committer).
+        if (result === "done" && (await lab.until(first, () => false, LAST_COMMIT_MS)) !== "killed") {
+          const problem = lab.verdict(first, "With no crash at all");
+          if (problem) t.fail(problem);
+          if (first.commits === 0 && (await lab.committedAtEnd())) t.fail(bypassed(first));
           t.fail(
             `Every message was applied, but no offset commit covering the message at ${describeRec(victim)} went out within ${LAST_COMMIT_MS / 1000} s: your consumer does not commit its offsets, so every restart reprocesses the whole partition. Commit each record's offset (offset + 1) after its transaction.`,
           );
         }
-        await restart(t, lab, second, "SIGKILL at the offset commit");
-        await stopAndJudge(t, lab, second, crashedContext(`while the offset commit covering the message at ${describeRec(victim)} was on its way to the broker (its effect was already committed)`));
+        await restartAndJudge(t, lab, first, crashedContext(`while the offset commit covering the message at ${describeRec(victim)} (${note.killedBy}) was on its way to the broker`));
       },
     },
     {
-      name: "SIGKILL right after a message's effect, before anything else reaches the database: after the restart its effect exists exactly once",
+      name: "SIGKILL right after the transaction with a message's effect commits, before anything else reaches the database or the broker: after the restart its effect exists exactly once",
       hint: "The effect and the record's 'processed' row must commit in ONE SQLite transaction (db.transaction(fn)): a crash between two separate commits leaves an effect without its mark (a double effect on restart) or a mark without its effect (a loss).",
       timeoutMs: 50_000,
       async run(t) {
-        const lab = await plainStream(t);
+        const lab = await plainStream(t, true);
         const victim = lab.pickVictim();
-        const [first, second] = await Promise.all([
-          lab.start(1, { crash: { point: "after-effect", partition: victim.partition, offset: String(victim.offset) } }),
-          lab.start(2, { held: true }),
-        ]);
+        let crash!: ReturnType<Lab["killAfterEffectCommit"]>;
+        const first = await lab.start({ arm: (r) => (crash = lab.killAfterEffectCommit(r, victim)) });
         const result = await lab.settle(first, FIRST_RUN_MS);
-        if (result === "timeout") failStuck(t, lab, first, "your consumer started", FIRST_RUN_MS);
+        if (result === "timeout") lab.failStuck(first, "your consumer started", FIRST_RUN_MS);
         if (result === "done") {
-          await stopAndJudge(t, lab, first, "With no crash at all");
-          t.fail(`Your consumer never ran another database statement after the effect of the message at ${describeRec(victim)}, although later messages followed it on its partition.`);
+          // Fetched to the end and never killed: the victim's row was never written, or the
+          // deadline is still running. Give it its time.
+          if (!crash.armed() || (await lab.until(first, () => false, 4000)) !== "killed") {
+            const problem = lab.verdict(first, "With no crash at all");
+            t.fail(problem ?? `Your consumer fetched to the end of every partition without ever calling applyEffect for the message at ${describeRec(victim)}.`);
+          }
         }
-        await restart(t, lab, second, "SIGKILL after the effect");
-        await stopAndJudge(
-          t,
-          lab,
-          second,
-          crashedContext(`at the first database statement after the effect of the message at ${describeRec(victim)}`),
-          { victim, lossHint: "Its 'processed' row was committed while its effect was lost with the crash: the two must commit in one transaction." },
-        );
+        const walBytes = crash.walBytes();
+        const how =
+          walBytes === undefined
+            ? `after applyEffect wrote the effect of the message at ${describeRec(victim)} (its transaction had not committed 3 s later), with no offset commit let through since`
+            : `right after the transaction holding the effect of the message at ${describeRec(victim)} committed: nothing your code wrote to the database after that commit, and no offset commit since the effect, survived`;
+        await restartAndJudge(t, lab, first, crashedContext(how), { victim, lossHint: "Its 'processed' row was committed while its effect was lost with the crash: the two must commit in one transaction." }, walBytes);
       },
     },
     {
@@ -210,15 +182,32 @@ export default defineGrader<Submission>({
         await lab.writeTransaction(makeSpecs(t, t.rng.int(2, 4), lab.partitions), "commit");
         await lab.writePlain(makeSpecs(t, t.rng.int(2, 4), lab.partitions));
         await lab.writeClosing();
-        const run = await lab.start(1);
-        const result = await lab.settle(run, FIRST_RUN_MS);
-        if (result === "timeout") failStuck(t, lab, run, "your consumer started", FIRST_RUN_MS);
-        await run.stop();
-        const problem = lab.verdict("With a transaction aborted by its producer in the stream");
-        if (problem) {
-          const isolation = run.consumerConfig?.readUncommitted ? " (your consumer was created with readUncommitted: true)" : "";
-          t.fail(problem + isolation);
-        }
+        const run = await lab.start();
+        await settle(t, lab, run, "your consumer started", FIRST_RUN_MS);
+        const problem = lab.verdict(run, "With a transaction aborted by its producer in the stream");
+        if (problem) t.fail(problem);
+      },
+    },
+    {
+      name: "when applyEffect throws, nothing of that message is committed (neither its row nor an offset past it), and it is retried until applied exactly once",
+      hint: "Let applyEffect's error propagate: out of the db.transaction function (it rolls back, the 'processed' row with it) and out of eachMessage, without committing the offset. kafkajs then delivers the record again from that offset.",
+      timeoutMs: 40_000,
+      async run(t) {
+        const lab = await plainStream(t);
+        const victim = lab.pickVictim();
+        const run = await lab.start({ arm: (r) => lab.failEffect(r, victim, EFFECT_FAILURES) });
+        await settle(t, lab, run, "your consumer started", FIRST_RUN_MS);
+        const attempts = lab.attemptsOf(victim);
+        const early = lab.violations.find((v) => v.rec === victim);
+        const lossHint =
+          attempts === 0
+            ? "applyEffect was never called for it."
+            : attempts <= EFFECT_FAILURES
+              ? `applyEffect threw for it ${attempts} time${attempts > 1 ? "s" : ""} (the grader's fault; it would have succeeded on call #${EFFECT_FAILURES + 1}), and your consumer went on past it${early ? ", committing an offset beyond it" : ""}. Let the error out of eachMessage: kafkajs then delivers the record again.`
+              : "It was retried, yet its effect is not in the ledger.";
+        const problem = lab.verdict(run, `With applyEffect failing ${EFFECT_FAILURES} times for the message at ${describeRec(victim)}`, { victim, lossHint });
+        if (problem) t.fail(problem);
+        if (early) t.fail(early.text);
       },
     },
   ],

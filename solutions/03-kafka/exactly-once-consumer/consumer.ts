@@ -43,6 +43,8 @@ export async function startConsumer(deps: ConsumerDeps): Promise<RunningConsumer
     // SQLite transaction, so it is ours to make.
     autoCommit: false,
     eachMessage: async ({ topic, partition, message }) => {
+      // If applyEffect throws, the transaction rolls back (the mark with it) and the error
+      // leaves eachMessage before the commit: kafkajs delivers the record again.
       processOnce({ topic, partition, message });
       // The committed offset is the NEXT record to read: offset + 1. Awaited, so the next
       // record is not processed before this commit is done.

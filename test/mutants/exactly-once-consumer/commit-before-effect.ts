@@ -1,5 +1,5 @@
 // Mutant: commits the offset first and then runs the effect's transaction ("the commit is just bookkeeping")
-// @targets offsets are committed by your code (autoCommit off), each only after the effects it covers are in the database, and reach the end of every partition
+// @targets offsets are committed by your code, each only after the effects it covers are in the database, and reach the end of every partition
 // @targets SIGKILL before a message's effect: the restarted consumer applies it (nothing lost)
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 

@@ -1,5 +1,5 @@
 // Mutant: commits message.offset instead of message.offset + 1, so the group always points at the last processed record
-// @targets offsets are committed by your code (autoCommit off), each only after the effects it covers are in the database, and reach the end of every partition
+// @targets offsets are committed by your code, each only after the effects it covers are in the database, and reach the end of every partition
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
 /**

@@ -1,5 +1,5 @@
 // Mutant: commits the effect in its own transaction, then records the message as processed in a second one
-// @targets SIGKILL right after a message's effect, before anything else reaches the database: after the restart its effect exists exactly once
+// @targets SIGKILL right after the transaction with a message's effect commits, before anything else reaches the database or the broker: after the restart its effect exists exactly once
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
 /**

@@ -1,5 +1,5 @@
 // Mutant: never commits offsets (the dedup table is "enough"), so the group never moves and every restart rereads everything
-// @targets offsets are committed by your code (autoCommit off), each only after the effects it covers are in the database, and reach the end of every partition
+// @targets offsets are committed by your code, each only after the effects it covers are in the database, and reach the end of every partition
 // @targets SIGKILL after a message's effect committed, before its offset commit reached the broker: the restarted consumer skips it (no double effect)
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 

@@ -1,5 +1,5 @@
 // Mutant: joins a group of its own (a per-process random id) instead of the group it was given, so a restart cannot resume
-// @targets offsets are committed by your code (autoCommit off), each only after the effects it covers are in the database, and reach the end of every partition
+// @targets offsets are committed by your code, each only after the effects it covers are in the database, and reach the end of every partition
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
 /**

@@ -1,5 +1,5 @@
-// Mutant: leaves kafkajs's autoCommit on and lets the library commit offsets instead of committing after the transaction
-// @targets offsets are committed by your code (autoCommit off), each only after the effects it covers are in the database, and reach the end of every partition
+// Mutant: commits message.offset + 2 ("the next one is already in flight"), so the committed offset skips a record and runs past the end
+// @targets offsets are committed by your code, each only after the effects it covers are in the database, and reach the end of every partition
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
 /**
@@ -41,8 +41,14 @@ export async function startConsumer(deps: ConsumerDeps): Promise<RunningConsumer
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
   await consumer.run({
+    // kafkajs would otherwise commit offsets on its own schedule; the commit must follow the
+    // SQLite transaction, so it is ours to make.
+    autoCommit: false,
     eachMessage: async ({ topic, partition, message }) => {
       processOnce({ topic, partition, message });
+      // The committed offset is the NEXT record to read: offset + 1. Awaited, so the next
+      // record is not processed before this commit is done.
+      await consumer.commitOffsets([{ topic, partition, offset: (BigInt(message.offset) + 2n).toString() }]);
     },
   });
 
