@@ -111,8 +111,8 @@ function hostSpec(cfg: ChildConfig, memoryMb = cfg.memoryMb): HostSpec {
   };
 }
 
-function spawnHost(cfg: ChildConfig, memoryMb?: number): HostProcess {
-  const h = new HostProcess(hostSpec(cfg, memoryMb));
+function spawnHost(cfg: ChildConfig, memoryMb?: number, deferLoad = false): HostProcess {
+  const h = new HostProcess({ ...hostSpec(cfg, memoryMb), deferLoad });
   allHosts.add(h);
   void h.exited.then(() => allHosts.delete(h));
   return h;
@@ -159,14 +159,17 @@ function shutdown(code: number): never {
 async function loadSubmission(cfg: ChildConfig): Promise<Record<string, string>> {
   const outDir = join(cfg.tmpRoot, "submission");
   mkdirSync(outDir, { recursive: true });
-  const compiled = await compileSubmission(cfg.submissionPath, join(outDir, "submission.mjs"));
+  mkdirSync(join(cfg.tmpRoot, "shared"), { recursive: true });
+  bundle = join(outDir, "submission.mjs");
+  // The first host boots (Node, the host runtime, the broker libraries) while esbuild compiles.
+  const first = spawnHost(cfg, undefined, true);
+  const compiled = await compileSubmission(cfg.submissionPath, bundle);
   if (!compiled.ok) {
+    void first.kill();
     if (compiled.kind === "import") abort("load", `Your file imports something the sandbox does not allow: ${compiled.message}`);
     abort("syntax", `Syntax error in your file: ${compiled.message}. Fix it and run again.`);
   }
-  bundle = compiled.bundle;
-  mkdirSync(join(cfg.tmpRoot, "shared"), { recursive: true });
-  const first = spawnHost(cfg);
+  first.load();
   try {
     const exports = await first.ready;
     spare = first;

@@ -27,6 +27,8 @@ export interface HostSpec {
   memoryMb: number;
   /** Output beyond this many bytes kills the host. */
   outputLimit: number;
+  /** Start now, load the bundle only on `load()` (it is still being compiled). */
+  deferLoad?: boolean;
   mode: SandboxMode;
 }
 
@@ -94,6 +96,7 @@ function rssKb(pid: number): number {
 
 export class HostProcess {
   readonly peer: Peer;
+  private toHost!: Writable;
   readonly ready: Promise<Record<string, string>>;
   readonly exited: Promise<HostEnd>;
   private readonly child: ChildProcess;
@@ -116,7 +119,7 @@ export class HostProcess {
     const env: Record<string, string> = { HOME: spec.dir, PATH: "/usr/bin:/bin", KAFKAJS_NO_PARTITIONER_WARNING: "1", LANG: "C.UTF-8" };
     // Mutation testing (`npm run mutation`) picks the active mutant through this one variable.
     if (process.env.__STRYKER_ACTIVE_MUTANT__) env.__STRYKER_ACTIVE_MUTANT__ = process.env.__STRYKER_ACTIVE_MUTANT__;
-    const config = JSON.stringify({ bundle: spec.bundle, dir: spec.dir, shared: spec.shared, preload: spec.preload, nodeModules: spec.read[0] });
+    const config = JSON.stringify({ bundle: spec.bundle, dir: spec.dir, shared: spec.shared, preload: spec.preload, nodeModules: spec.read[0], deferLoad: spec.deferLoad === true });
     const { file, args } = hostCommand(
       spec.mode,
       { dir: spec.dir, shared: spec.shared, read: spec.read, labRoot: spec.labRoot, network: spec.network, memoryMb: spec.memoryMb, env },
@@ -130,6 +133,7 @@ export class HostProcess {
     });
     const stdio = this.child.stdio as unknown as (Readable | Writable)[];
     const toHost = stdio[4] as Writable;
+    this.toHost = toHost;
     const syncOut = stdio[5] as Writable;
     toHost.on("error", () => {});
     syncOut.on("error", () => {});
@@ -282,6 +286,11 @@ export class HostProcess {
       this.signal();
     }
     return this.exited;
+  }
+
+  /** For a host started with `deferLoad`: the bundle is written, load it. */
+  load(): void {
+    if (this.alive) this.toHost.write(JSON.stringify({ t: "load" }) + "\n");
   }
 
   call(to: Target, args: unknown[]): Promise<unknown> {

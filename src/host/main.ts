@@ -27,6 +27,8 @@ interface HostConfig {
   preload: string[];
   /** The lab's node_modules (read-only). */
   nodeModules: string;
+  /** Wait for the grader's "load" before importing the bundle (it is being compiled meanwhile). */
+  deferLoad?: boolean;
 }
 
 const OUT = 3;
@@ -160,12 +162,20 @@ await lockAddons();
 lockSignals();
 
 const input = createReadStream("", { fd: IN, highWaterMark: 1 << 16 });
-const lines = new LineReader((line) => peer.receive(parse(line) as Msg));
+let loadNow: () => void = () => {};
+const loadSignal = new Promise<void>((resolve) => (loadNow = resolve));
+const lines = new LineReader((line) => {
+  const msg = parse(line) as Msg;
+  if (msg.t === "load") loadNow();
+  else peer.receive(msg);
+});
 input.on("data", (chunk) => lines.push(chunk as Buffer));
 // The grader closed its end: it finished, or it died. Either way the host's run is over.
 input.on("end", () => realExit(0));
 input.on("error", () => realExit(0));
 
+// Started ahead (Node, the host runtime and the libraries loaded) while the grader compiles.
+if (config.deferLoad) await loadSignal;
 try {
   mod = (await import(pathToFileURL(config.bundle).href)) as Record<string, unknown>;
 } catch (e) {

@@ -46,6 +46,8 @@ export type Msg =
   | { t: "ret"; id: number; ok: boolean; v: Wire }
   | { t: "settle"; id: number; ok: boolean; v: Wire }
   | { t: "abort"; id: number; reason: Wire }
+  /** Grader to host: the bundle is written now; load it (a host started before compiling ends). */
+  | { t: "load" }
   /** Host lifecycle and diagnostics (host to grader only). */
   | { t: "ready"; exports: Record<string, string> }
   | { t: "load-failed"; error: Wire; syntax?: boolean }
