@@ -8,11 +8,12 @@
  * startConsumer(deps: ConsumerDeps): Promise<RunningConsumer>
  * ```
  *
- * The consumer runs in a process of its own that the grader can SIGKILL at an exact point
- * (while a payment is being applied, or after it is committed and before its ack) and then
- * start again. The grader publishes the payments and judges the result from outside: the
- * `ledger` table read on its own SQLite connection, and the queue seen from its own
- * RabbitMQ connection.
+ * The consumer runs in a sandboxed process of its own that the grader can SIGKILL at an exact
+ * point (while a payment is being applied, between its commit and your next write, or with its
+ * ack held on the wire) and then start again on the same database. The grader publishes the
+ * payments and judges the result from outside: the `ledger` table read on its own SQLite
+ * connection, the queue seen from its own RabbitMQ connection, and every frame of your channel
+ * on a proxy of the grader's between your process and the broker.
  *
  * The SQLite database handed to `startConsumer` already holds the grader's table:
  *
@@ -22,14 +23,15 @@
  *   message_id TEXT NOT NULL,        -- no UNIQUE: a payment applied twice shows as two rows
  *   payment    TEXT NOT NULL,        -- JSON of the payment
  *   run        INTEGER NOT NULL,      -- which process applied it (1, 2, ...)
- *   in_tx      INTEGER NOT NULL,      -- 1 if applyPayment ran inside a transaction
  *   commit_check INTEGER REFERENCES ledger_commit_check (id) DEFERRABLE INITIALLY DEFERRED
  * );                                  -- (a deferred check: how the grader makes a COMMIT fail)
  * ```
  *
  * Your own tables (the record of processed message ids) go in the same database, with names
  * of your choosing (not `ledger`). Create them in `startConsumer` with `CREATE TABLE IF NOT
- * EXISTS`: a restarted consumer finds them already there.
+ * EXISTS`: a restarted consumer finds them already there. The grader may put triggers on them
+ * (they call into the grader, so it can crash your process inside one of your writes); leave
+ * them be.
  */
 import type { Channel } from "amqplib";
 import type BetterSqlite3 from "better-sqlite3";
@@ -51,15 +53,16 @@ export interface Payment {
  * through the same database handle you get (`deps.db`). So when you call it inside a
  * transaction on `deps.db`, its write is part of that transaction, and commits or rolls back
  * with it. It is not idempotent: called twice, it credits twice. It may throw (the ledger can
- * be temporarily unavailable); then it has written nothing. Its row can also make the COMMIT of
- * your transaction fail (the ledger has deferred checks): then the whole transaction rolls back.
+ * be temporarily unavailable, several times in a row); then it has written nothing. Its row can
+ * also make the COMMIT of your transaction fail (the ledger has deferred checks): then the whole
+ * transaction rolls back.
  *
  * @param messageId the AMQP `messageId` of the message being handled (`msg.properties.messageId`)
  * @param payment   `JSON.parse` of the message body
  */
 export type ApplyPayment = (messageId: string, payment: Payment) => void;
 
-/** What `startConsumer` receives. The grader's worker opens all of it. */
+/** What `startConsumer` receives. The grader opens all of it in your process. */
 export interface ConsumerDeps {
   /**
    * A channel on a fresh connection to RabbitMQ. Use only this channel: set the prefetch on it,
@@ -68,7 +71,10 @@ export interface ConsumerDeps {
   channel: Channel;
   /** The queue to consume; `declareQueue` has already been called for it. */
   queue: string;
-  /** An open better-sqlite3 database (WAL mode, busy timeout set) holding the `ledger` table. */
+  /**
+   * An open better-sqlite3 database (WAL mode, synchronous NORMAL, busy timeout set, foreign
+   * keys on) holding the `ledger` table. A restarted process gets the same file.
+   */
   db: BetterSqlite3.Database;
   /** The effect to apply, once per message id. See {@link ApplyPayment}. */
   applyPayment: ApplyPayment;
@@ -79,7 +85,7 @@ export interface RunningConsumer {
   /**
    * Cancels the consumer on the broker (no further deliveries) and resolves once every
    * delivery already received has been handled and acked (or nacked). It does not close the
-   * channel or the database: the worker that opened them closes them.
+   * channel or the database: the grader ends the process that holds them.
    */
   stop(): Promise<void>;
 }
@@ -103,9 +109,16 @@ export const MAX_PREFETCH = 20;
  * - for each message: in ONE SQLite transaction on `deps.db`, record its `messageId` as
  *   processed and call `applyPayment` unless that id was processed before (by this process or
  *   an earlier one); then, once the transaction has committed, ack the message. A duplicate
- *   (an id already processed) is acked without applying it again;
+ *   (an id already processed) is acked without applying it again. Message ids are arbitrary
+ *   strings (quotes, colons, spaces);
+ * - keep the record of processed ids for as long as a duplicate can arrive: here, for good (a
+ *   copy may come after hundreds of other payments). Do not prune it to the last N ids;
+ * - an ack settles only committed payments: `ack(msg, true)` (allUpTo) and `ackAll()` also
+ *   settle every earlier delivery on the channel, so use them only when all of those are
+ *   committed too;
  * - if the transaction fails (`applyPayment` throws, or the COMMIT fails), nothing of it was
- *   committed: nack the message with requeue, so it is tried again. Never ack it.
+ *   committed: nack the message with requeue, so it is tried again, as often as it fails. Never
+ *   ack it, and never drop it (nack or reject without requeue).
  * Resolves once the consumer is registered on the broker.
  */
 export type StartConsumer = (deps: ConsumerDeps) => Promise<RunningConsumer>;

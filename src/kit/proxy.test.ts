@@ -4,6 +4,8 @@ import { randomUUID } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { amqpHostPort, loadConfig } from "../config.ts";
 import { ChaosProxy, isConfirm } from "./proxy.ts";
+import { decodeMethod } from "./amqp-methods.ts";
+import { WireDeliveries } from "./amqp-deliveries.ts";
 
 const config = loadConfig();
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -16,7 +18,8 @@ async function setup() {
   cleanups.push(() => proxy.close());
   const conn = await amqp.connect(proxy.urlFor(config.amqpUrl));
   conn.on("error", () => {});
-  cleanups.push(() => conn.close());
+  // A test may have killed the connection's socket, and then close() never settles.
+  cleanups.push(() => Promise.race([conn.close(), new Promise((r) => setTimeout(r, 500))]));
   const queue = `msglab.test.proxy.${randomUUID()}`;
   const admin = await amqp.connect(config.amqpUrl);
   cleanups.push(async () => {
@@ -82,5 +85,85 @@ describe("ChaosProxy", () => {
     proxy.resume();
     await declared;
     expect(done).toBe(true);
+  });
+
+  /** The socket under an amqplib connection: destroying it is what a SIGKILL does to the client. */
+  const socketOf = (conn: amqp.ChannelModel) => (conn as unknown as { connection: { stream: { destroy(): void } } }).connection.stream;
+
+  it("stopAt() keeps a frame and everything after it from the broker; the client dying drops them", async () => {
+    const { proxy, conn, queue, admin } = await setup();
+    const wire = new WireDeliveries(proxy);
+    const ch = await conn.createChannel();
+    await ch.assertQueue(queue, { durable: false });
+    for (const m of ["a", "b"]) ch.sendToQueue(queue, Buffer.from(m), { messageId: m });
+    // Stop at the ack that settles "b": "a"'s ack, sent first, goes through.
+    const gate = proxy.stopAt("toBroker", (f) => wire.settledBy(f).some((d) => d.messageId === "b"));
+    let died = false;
+    gate.onStop(() => {
+      socketOf(conn).destroy();
+      died = true;
+    });
+    await ch.consume(queue, (msg) => msg && ch.ack(msg), { noAck: false });
+    await gate.stopped;
+    expect(died).toBe(true);
+    const adminCh = await admin.createChannel();
+    let left = -1;
+    for (let i = 0; i < 100 && left !== 1; i++) {
+      left = (await adminCh.checkQueue(queue)).messageCount;
+      if (left !== 1) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(left).toBe(1);
+    const back = await adminCh.get(queue, { noAck: true });
+    expect(back && back.properties.messageId).toBe("b");
+  });
+
+  it("stopAt() with moveTo() lets deliveries through one at a time, content and all", async () => {
+    const { proxy, conn, queue } = await setup();
+    const wire = new WireDeliveries(proxy);
+    const gate = proxy.stopAt("toClient", (f) => wire.deliveryOf(f)?.index === 1);
+    const ch = await conn.createChannel();
+    await ch.assertQueue(queue, { durable: false });
+    for (const m of ["a", "b", "c"]) ch.sendToQueue(queue, Buffer.from(`body-${m}`), { messageId: m });
+    const got: string[] = [];
+    await ch.consume(queue, (msg) => msg && got.push(`${msg.properties.messageId}:${msg.content.toString()}`), { noAck: true });
+    const until = async (cond: () => boolean) => {
+      for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+    };
+    await until(() => wire.deliveries.length === 3);
+    expect(got).toEqual([]);
+    expect(wire.deliveries.map((d) => d.messageId)).toEqual(["a", "b", "c"]);
+    gate.moveTo((f) => wire.deliveryOf(f)?.index === 3);
+    await until(() => got.length === 2);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(got).toEqual(["a:body-a", "b:body-b"]);
+    expect(gate.heldCount).toBeGreaterThan(0);
+    gate.open();
+    await until(() => got.length === 3);
+    expect(got).toEqual(["a:body-a", "b:body-b", "c:body-c"]);
+  });
+
+  it("what a client wrote before it died reaches the broker", async () => {
+    const { proxy, conn, queue, admin } = await setup();
+    const ch = await conn.createChannel();
+    await ch.assertQueue(queue, { durable: false });
+    ch.sendToQueue(queue, Buffer.from("x"), { messageId: "x" });
+    let acked = false;
+    proxy.tap("toBroker", (f) => {
+      if (decodeMethod(f)?.name !== "basic.ack") return;
+      acked = true;
+      // The client dies the moment its ack has left it.
+      socketOf(conn).destroy();
+    });
+    await ch.consume(queue, (msg) => msg && ch.ack(msg), { noAck: false });
+    const adminCh = await admin.createChannel();
+    for (let i = 0; i < 100 && !acked; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(acked).toBe(true);
+    let q = await adminCh.checkQueue(queue);
+    for (let i = 0; i < 100 && q.consumerCount > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      q = await adminCh.checkQueue(queue);
+    }
+    expect(q.consumerCount).toBe(0);
+    expect(q.messageCount).toBe(0);
   });
 });

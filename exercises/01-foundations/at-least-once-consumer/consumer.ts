@@ -16,6 +16,7 @@ export async function declareQueue(ch: Channel, queue: string): Promise<void> {
  */
 export async function startConsumer({ channel: ch, queue, db, applyPayment }: ConsumerDeps): Promise<RunningConsumer> {
   // TODO: create your table of processed message ids in db (CREATE TABLE IF NOT EXISTS ...).
+  //       Keep every id in it: a duplicate can arrive long after the original.
 
   // TODO: one db.transaction that records msg.properties.messageId and calls applyPayment,
   //       and does nothing when that id is already recorded.
@@ -24,8 +25,8 @@ export async function startConsumer({ channel: ch, queue, db, applyPayment }: Co
 
   const onMessage = (msg: ConsumeMessage | null): void => {
     if (msg === null) return; // the broker cancelled the consumer
-    // TODO: parse the body, run the transaction, and only then ack.
-    //       If the transaction throws, nack with requeue instead.
+    // TODO: parse the body, run the transaction, and only then ack this message.
+    //       If the transaction throws, nack with requeue instead (every time it fails).
   };
 
   // TODO: consume with manual acks (noAck: false) and keep the consumerTag for stop().

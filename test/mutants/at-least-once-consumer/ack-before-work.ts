@@ -1,7 +1,9 @@
 // Mutant: acks the message as soon as it arrives, then does the work
-// @targets a crash before a payment is applied loses nothing
-// @targets a crash in the middle of applying a payment leaves no half-done work
 // @targets a payment whose transaction fails is tried again, never acked or dropped
+// (Not a crash target: this handler is synchronous, so its early ack is still in amqplib's
+// buffer, unsent, whenever the process can be killed before the commit. Under a real SIGKILL it
+// loses nothing; it loses the payment when the transaction fails. ack-then-await-work.ts is the
+// same mistake with a gap a crash can hit.)
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { ConsumerDeps, Payment, RunningConsumer } from "msglab/contracts/at-least-once-consumer";
 
