@@ -138,21 +138,18 @@ function killAllHosts(): Promise<unknown> {
 /** Thrown where the grading would have ended on its own, once an interruption is cleaning up. */
 class Interrupting extends Error {}
 
+/** Thrown once the grading has said why it cannot go on: main's caller reaps the hosts and exits. */
+class Aborted extends Error {}
+
 function abort(reason: AbortReason, message: string): never {
   // Interrupted meanwhile (its hosts are being killed, which looks like a load failure): the
   // interruption finishes the job, cleanup included.
   if (interrupting) throw new Interrupting();
   send({ type: "abort", reason, message });
-  return shutdown(0);
+  throw new Aborted(message);
 }
 
 let shuttingDown = false;
-/** Kills every host and exits. Cleanup of broker state is the caller's; this never blocks long. */
-function shutdown(code: number): never {
-  shuttingDown = true;
-  for (const h of allHosts) void h.kill();
-  process.exit(code);
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -521,6 +518,13 @@ setInterval(() => {
   if (process.ppid !== parent) void interrupted("the CLI went away");
 }, 500).unref();
 
-await main(config).catch((e: unknown) => {
+await main(config).catch(async (e: unknown) => {
+  if (e instanceof Aborted) {
+    // Every host gone (its whole sandbox, not only bwrap) before this process is.
+    shuttingDown = true;
+    await within(3000, killAllHosts()).catch(() => {});
+    await within(2000, cleanupOnExit()).catch(() => {});
+    process.exit(0);
+  }
   if (!(e instanceof Interrupting) && !interrupting) throw e;
 });

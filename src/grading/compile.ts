@@ -93,6 +93,8 @@ export async function compileSubmission(file: string, outFile: string): Promise<
     await esbuild.build({
       entryPoints: [file],
       outfile: outFile,
+      // Errors then name the file as the learner knows it ("retry.ts:12:5"), not by a path from /tmp.
+      absWorkingDir: dirname(file),
       bundle: true,
       format: "esm",
       platform: "node",
