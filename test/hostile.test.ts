@@ -129,7 +129,6 @@ for (const mode of modes) {
           rmSync(join(HOSTILE, a.exercise, name!), { force: true });
           symlinkSync(join(LAB_ROOT, target!), join(HOSTILE, a.exercise, name!));
         }
-        const vhostsBefore = new Set(await listGradingVhosts(config.amqpUrl));
         const before = labHash();
         try {
           const r = await gradeSubmission(ex, a.file, { config, sandbox: mode, tmpParent, only: a.only, timeoutMs: a.timeoutMs });
@@ -146,10 +145,7 @@ for (const mode of modes) {
           expect(existsSync(CANARY_FILE), `${a.name} wrote ${CANARY_FILE}`).toBe(false);
           expect(labHash(), `${a.name} changed the lab's files`).toBe(before);
           // Only gradings of RabbitMQ exercises make vhosts (and others' may be running meanwhile).
-          if (ex.brokers.includes("rabbitmq")) {
-            const vhostsLeft = (await listGradingVhosts(config.amqpUrl)).filter((v) => !vhostsBefore.has(v));
-            expect(vhostsLeft, "a grading vhost was left").toEqual([]);
-          }
+          expect(await listGradingVhosts(config.amqpUrl), "the grading's vhost was left").not.toContain(`msglab-${r.runId}`);
           if (a.exercise === "broker-leak") expect((await kafkaTopics()).filter((t) => t.startsWith("hostile"))).toEqual([]);
         } finally {
           if (a.setup?.startsWith("symlink ") && existsSync(link)) unlinkSync(link);

@@ -161,6 +161,7 @@ export async function gradeSubmission(exercise: Exercise, submissionPath: string
     checks,
     exercise: exercise.id,
     submission,
+    runId,
     summary: message && status === "error" ? firstLine(message) : summary(checks),
     seed,
     score: checks.filter((c) => c.status === "pass").length,

@@ -36,6 +36,8 @@ export interface RunResult {
   checks: CheckResult[];
   exercise: string;
   submission: string;
+  /** This grading's id: its temp folder is msglab-<runId>, its vhost msglab-<runId>. */
+  runId: string;
   /** A one-line summary for people ("9/10 checks passed; …"). */
   summary: string;
   seed: number;

@@ -11,6 +11,7 @@ import { readStatuses } from "./status.ts";
 
 const result = (exercise: string, status: RunResult["status"]): RunResult => ({
   version: 2,
+  runId: "0000abcd",
   summary: "",
   labError: status === "error",
   tests: [],

@@ -24,6 +24,7 @@ const result: RunResult = {
   checks: tests,
   exercise: "x",
   submission: "/tmp/x.ts",
+  runId: "0000abcd",
   summary: "1/2 checks passed",
   seed: 1,
   score: 1,

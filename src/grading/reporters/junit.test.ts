@@ -11,6 +11,7 @@ const tests: RunResult["tests"] = [
 
 const result: RunResult = {
   version: 2,
+  runId: "0000abcd",
   summary: "1/3 checks passed",
   labError: true,
   tests,
