@@ -149,6 +149,19 @@ describe("msglab grade", () => {
     }
   });
 
+  it("refuses to run without bubblewrap unless --no-os-sandbox, and then records it", { timeout: 300_000 }, async () => {
+    const dir = join(root, "out-nosandbox");
+    const env = { MSGLAB_BWRAP: "/nonexistent/bwrap" };
+    const refused = await msglab(["grade", roster, "--exercises", "retry-backoff", "--out", dir], env);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/bubblewrap[\s\S]*--no-os-sandbox/);
+    const r = await msglab(["grade", roster, "--exercises", "retry-backoff", "--out", dir, "--no-os-sandbox", "--before", DEADLINE], env);
+    expect(r.code, r.stderr).toBe(0);
+    const graded = results(dir).filter((e) => e.result);
+    expect(graded.length).toBeGreaterThan(0);
+    for (const e of graded) expect(e.result!.sandbox).toBe("permission");
+  });
+
   it("report.html: every cell, a cell's checks, and the pass rates of results.json, in a real browser", { timeout: 120_000 }, async () => {
     const { chromium } = await import("playwright-core");
     const browser = await chromium.launch({

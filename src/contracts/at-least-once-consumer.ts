@@ -9,8 +9,9 @@
  * ```
  *
  * The consumer runs in a sandboxed process of its own that the grader can SIGKILL at an exact
- * point (while a payment is being applied, between its commit and your next write, or with its
- * ack held on the wire) and then start again on the same database. The grader publishes the
+ * point (while a payment is being applied, right after the transaction holding its ledger row
+ * commits, or with its ack held on the wire) and then start again on the database as the crash
+ * left it. The grader publishes the
  * payments and judges the result from outside: the `ledger` table read on its own SQLite
  * connection, the queue seen from its own RabbitMQ connection, and every frame of your channel
  * on a proxy of the grader's between your process and the broker.
@@ -28,10 +29,16 @@
  * ```
  *
  * Your own tables (the record of processed message ids) go in the same database, with names
- * of your choosing (not `ledger`). Create them in `startConsumer` with `CREATE TABLE IF NOT
- * EXISTS`: a restarted consumer finds them already there. The grader may put triggers on them
- * (they call into the grader, so it can crash your process inside one of your writes); leave
- * them be.
+ * of your choosing (not `ledger`), written through `deps.db`. Create them in `startConsumer`
+ * with `CREATE TABLE IF NOT EXISTS`: a restarted consumer finds them already there. Keep no
+ * state anywhere else: no second database, no file of your own beside it (the grader fails a
+ * process that leaves one), no record kept on the broker.
+ *
+ * After a crash the restarted process gets the database as the crash left it: the transactions
+ * committed before the crash point, and nothing after. For the crash right after a commit, that
+ * is every transaction up to the one holding the payment's ledger row, and none of what your
+ * process wrote afterwards (to any table, through any connection); nothing it sent the broker
+ * after that payment's `applyPayment` call reaches the broker either.
  */
 import type { Channel } from "amqplib";
 import type BetterSqlite3 from "better-sqlite3";
@@ -73,7 +80,8 @@ export interface ConsumerDeps {
   queue: string;
   /**
    * An open better-sqlite3 database (WAL mode, synchronous NORMAL, busy timeout set, foreign
-   * keys on) holding the `ledger` table. A restarted process gets the same file.
+   * keys on) holding the `ledger` table. A restarted process gets the same database, as the
+   * crash left it (its file may be at another path).
    */
   db: BetterSqlite3.Database;
   /** The effect to apply, once per message id. See {@link ApplyPayment}. */

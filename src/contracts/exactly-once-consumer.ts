@@ -33,7 +33,9 @@ export interface ConsumerDeps {
    * tables in it (create them if they do not exist: after a restart they are still there, as
    * the crash left them). The grader owns the table `ledger`: do not touch it. Use this
    * connection, not one of your own: applyEffect writes through it, and would wait for (then
-   * fail on, SQLITE_BUSY) the write lock another connection of yours holds.
+   * fail on, SQLITE_BUSY) the write lock another connection of yours holds. Keep no state
+   * anywhere else (no second database, no file of your own): after a crash the grader fails a
+   * process that left one.
    */
   db: BetterSqlite3.Database;
   /**

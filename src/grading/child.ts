@@ -4,7 +4,7 @@
  * sandboxed process of its own that the grader drives over RPC (see src/host and src/kit/host.ts).
  * The engine starts this process in its own process group; the hosts are its children.
  */
-import { mkdirSync, rmSync } from "node:fs";
+import { mkdirSync, realpathSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Broker } from "../catalog/types.ts";
@@ -84,18 +84,43 @@ function errorText(e: unknown): string {
 
 const allHosts = new Set<HostProcess>();
 let hostCounter = 0;
-let spare: HostProcess | null = null;
 let bundle = "";
 
-function hostSpec(cfg: ChildConfig, memoryMb = cfg.memoryMb): HostSpec {
+/**
+ * Which check a host serves: it may write that check's shared folder and reach that check's
+ * gateway sockets, and nothing of another check's (checks may run at once). "all" is the one
+ * learner host a `shareLearnerHost` grader keeps across its (sequential) checks.
+ */
+type Placement = number | "all";
+
+/** The spare host, and the check it was started for. */
+let spare: { proc: HostProcess; check: Placement } | null = null;
+/** The check the grading will start next, if any (set by main's lanes). */
+let upcomingCheck: () => Placement | null = () => null;
+
+const sharedRoot = (cfg: ChildConfig) => join(cfg.tmpRoot, "shared");
+const gatewayRoot = (cfg: ChildConfig) => join(cfg.tmpRoot, "gw");
+export const checkShared = (cfg: ChildConfig, i: number) => join(sharedRoot(cfg), `c${i}`);
+export const checkGateway = (cfg: ChildConfig, i: number) => join(gatewayRoot(cfg), `c${i}`);
+
+let realModules: string | null = null;
+const realNodeModules = (cfg: ChildConfig) => (realModules ??= realpathSync(cfg.nodeModules));
+
+function hostSpec(cfg: ChildConfig, check: Placement, memoryMb = cfg.memoryMb): HostSpec {
   const dir = join(cfg.tmpRoot, "hosts", String(++hostCounter));
+  const shared = check === "all" ? sharedRoot(cfg) : checkShared(cfg, check);
+  const gw = check === "all" ? gatewayRoot(cfg) : checkGateway(cfg, check);
+  mkdirSync(shared, { recursive: true });
+  mkdirSync(gw, { recursive: true });
   return {
     bundle,
     hostMain: cfg.hostMain,
-    read: [cfg.nodeModules, join(cfg.hostMain, ".."), join(bundle, "..")],
+    // The gateway's sockets: read-only is enough to connect to a Unix socket.
+    // The real path: the compiled code names its libraries by real paths (node_modules may be a link).
+    read: [realNodeModules(cfg), join(cfg.hostMain, ".."), join(bundle, ".."), gw],
     labRoot: cfg.labRoot,
     dir,
-    shared: [join(cfg.tmpRoot, "shared")],
+    shared: [shared],
     // Under bubblewrap a host never has network: brokers are reached through the gateway.
     network: cfg.sandbox === "permission" && cfg.brokers.some((b) => b === "rabbitmq" || b === "kafka"),
     // Loaded while the host warms up, before it is needed: a spare host pays for it, not a check.
@@ -111,24 +136,31 @@ function hostSpec(cfg: ChildConfig, memoryMb = cfg.memoryMb): HostSpec {
   };
 }
 
-function spawnHost(cfg: ChildConfig, memoryMb?: number, deferLoad = false): HostProcess {
-  const h = new HostProcess({ ...hostSpec(cfg, memoryMb), deferLoad });
+function spawnHost(cfg: ChildConfig, check: Placement, memoryMb?: number, deferLoad = false): HostProcess {
+  const h = new HostProcess({ ...hostSpec(cfg, check, memoryMb), deferLoad });
   allHosts.add(h);
   void h.exited.then(() => allHosts.delete(h));
   return h;
 }
 
-function takeHost(cfg: ChildConfig, memoryMb?: number): HostProcess {
-  if (memoryMb === undefined && spare && spare.alive) {
-    const h = spare;
+/** The spare if it was started for this check, else a new host; either way the next check's spare boots. */
+function takeHost(cfg: ChildConfig, check: Placement, memoryMb?: number): HostProcess {
+  let h: HostProcess;
+  if (memoryMb === undefined && spare && spare.check === check && spare.proc.alive) {
+    h = spare.proc;
     spare = null;
-    return h;
-  }
-  return spawnHost(cfg, memoryMb);
+  } else h = spawnHost(cfg, check, memoryMb);
+  warmSpare(cfg);
+  return h;
 }
 
-function warmSpare(cfg: ChildConfig): void {
-  if (!spare || !spare.alive) spare = spawnHost(cfg);
+/** Starts a host for the next check ahead of time, unless one is waiting already. */
+function warmSpare(cfg: ChildConfig, check: Placement | null = upcomingCheck()): void {
+  if (check === null) return;
+  if (spare && spare.proc.alive && spare.check === check) return;
+  // A spare for a check that is past (it never asked for a host) serves nobody now.
+  if (spare) void spare.proc.kill();
+  spare = { proc: spawnHost(cfg, check), check };
 }
 
 function killAllHosts(): Promise<unknown> {
@@ -153,13 +185,13 @@ let shuttingDown = false;
 
 // ---------------------------------------------------------------------------------------------
 
-async function loadSubmission(cfg: ChildConfig): Promise<Record<string, string>> {
+async function loadSubmission(cfg: ChildConfig, firstPlacement: Placement): Promise<Record<string, string>> {
   const outDir = join(cfg.tmpRoot, "submission");
   mkdirSync(outDir, { recursive: true });
   mkdirSync(join(cfg.tmpRoot, "shared"), { recursive: true });
   bundle = join(outDir, "submission.mjs");
   // The first host boots (Node, the host runtime, the broker libraries) while esbuild compiles.
-  const first = spawnHost(cfg, undefined, true);
+  const first = spawnHost(cfg, firstPlacement, undefined, true);
   const compiled = await compileSubmission(cfg.submissionPath, bundle);
   if (!compiled.ok) {
     void first.kill();
@@ -169,7 +201,7 @@ async function loadSubmission(cfg: ChildConfig): Promise<Record<string, string>>
   first.load();
   try {
     const exports = await first.ready;
-    spare = first;
+    spare = { proc: first, check: firstPlacement };
     return exports;
   } catch (e) {
     const end = e instanceof HostGone ? e.end : null;
@@ -206,18 +238,16 @@ function learnerProxy(getHost: () => Promise<Host>): Record<string, (...args: un
   });
 }
 
-let routes: HostRoutes | null = null;
-let gateway: Gateway | null = null;
+let kafkaCluster: Promise<string[]> | null = null;
 
-function setUpRoutes(cfg: ChildConfig): void {
-  if (cfg.sandbox !== "bwrap") return;
-  gateway = new Gateway(join(cfg.tmpRoot, "shared"));
-  let cluster: Promise<string[]> | null = null;
-  const g = gateway;
-  routes = {
+/** A check's way out of its hosts: its own gateway (under bubblewrap), closed with the check. */
+function routesFor(cfg: ChildConfig, index: number): HostRoutes | null {
+  if (cfg.sandbox !== "bwrap") return null;
+  const g = new Gateway(checkGateway(cfg, index));
+  return {
     gateway: g,
     kafkaBrokers: () =>
-      (cluster ??= (async () => {
+      (kafkaCluster ??= (async () => {
         const kit = new KafkaKit(cfg.kafkaBrokers, "msglab-routes");
         try {
           const admin = await kit.admin();
@@ -235,7 +265,7 @@ function setUpRoutes(cfg: ChildConfig): void {
 /** The grading-wide learner host of a grader with `shareLearnerHost`. */
 let sharedLearner: HostProcess | null = null;
 
-async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, amqpUrl: string, moreToCome: boolean): Promise<CheckResult> {
+async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, amqpUrl: string): Promise<CheckResult> {
   const check = grader.checks[index]!;
   const started = performance.now();
   const seed = deriveSeed(cfg.seed, check.name);
@@ -244,16 +274,16 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   const kafka = new KafkaKit(cfg.kafkaBrokers, `msglab-${cfg.runId}`);
   const tmpDir = join(cfg.tmpRoot, `check-${index}`);
   mkdirSync(tmpDir, { recursive: true });
-  const sharedDir = join(cfg.tmpRoot, "shared", `c${index}`);
+  const sharedDir = checkShared(cfg, index);
   mkdirSync(sharedDir, { recursive: true });
+  const routes = routesFor(cfg, index);
   const deferred: (() => unknown)[] = [];
   const hosts: Host[] = [];
   let firstHost: Promise<Host> | null = null;
   const newHost = async (opts: { memoryMb?: number } = {}): Promise<Host> => {
-    const proc = takeHost(cfg, opts.memoryMb);
+    const proc = takeHost(cfg, index, opts.memoryMb);
     const host = new Host(proc, hosts.length + 1, routes);
     hosts.push(host);
-    if (moreToCome) warmSpare(cfg);
     await proc.ready;
     return host;
   };
@@ -261,11 +291,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   const learnerHost = (): Promise<Host> => {
     if (firstHost) return firstHost;
     if (grader.shareLearnerHost) {
-      if (!sharedLearner || !sharedLearner.alive) {
-        sharedLearner = takeHost(cfg);
-        // The spare just went to the shared host: the next `t.host()` should not start cold.
-        warmSpare(cfg);
-      }
+      if (!sharedLearner || !sharedLearner.alive) sharedLearner = takeHost(cfg, "all");
       const proc = sharedLearner;
       sharedEscapedBefore = proc.escaped.length;
       return (firstHost = proc.ready.then(() => new Host(proc, 1, routes)));
@@ -364,6 +390,7 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
     } else {
       status = "fail";
       message = `Your code threw: ${errorText(e)}`;
+      if (process.env.MSGLAB_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     }
   } finally {
     clearTimeout(timer);
@@ -375,6 +402,8 @@ async function runCheck<S>(grader: Grader<S>, index: number, cfg: ChildConfig, a
   if (sharedLearner && status !== "pass") void sharedLearner.kill();
   await within(5000, Promise.all(hosts.map((h) => h.kill()))).catch(() => {});
   await teardown(deferred, rabbit, kafka, names, cfg, amqpUrl);
+  await routes?.gateway.close();
+  rmSync(checkGateway(cfg, index), { recursive: true, force: true });
   rmSync(tmpDir, { recursive: true, force: true });
   rmSync(sharedDir, { recursive: true, force: true });
   const printed = [...(firstHost && sharedLearner ? [sharedLearner] : []), ...hosts].map((h) => h.tail(12)).filter(Boolean).join("\n");
@@ -431,7 +460,10 @@ async function main(cfg: ChildConfig): Promise<void> {
   }
   const selected = cfg.only ? resolveOnly(grader, cfg.only) : grader.checks.map((_, i) => i);
   send({ type: "plan", checks: selected.map((i) => grader.checks[i]!.name) });
-  const exports = await loadSubmission(cfg);
+  // The spare is always started for the check that comes next (a shared learner host serves all).
+  let next = 0;
+  upcomingCheck = () => (grader.shareLearnerHost ? (sharedLearner?.alive ? null : "all") : (selected[next] ?? null));
+  const exports = await loadSubmission(cfg, grader.shareLearnerHost ? "all" : selected[0]!);
   checkExports(exports, grader.exports);
 
   // A vhost of its own: whatever the learner's code declares goes when the grading ends.
@@ -446,14 +478,11 @@ async function main(cfg: ChildConfig): Promise<void> {
   const leftovers = cfg.brokers.includes("kafka") ? await KafkaLeftovers.snapshot(cfg.kafkaBrokers) : null;
   // With network in the host (permission model only), other vhosts are in reach too.
   const rabbitLeftovers = cfg.sandbox === "permission" && cfg.brokers.includes("rabbitmq") ? await RabbitLeftovers.snapshot(cfg.amqpUrl) : null;
-  setUpRoutes(cfg);
   cleanupOnExit = async () => {
-    await gateway?.close();
     await Promise.allSettled([vhost?.delete(), leftovers?.sweep(`msglab-${cfg.runId}`, `msglab.${cfg.runId}`), rabbitLeftovers?.sweep()]);
   };
 
   const lanes = grader.shareLearnerHost ? 1 : Math.max(1, Math.min(grader.concurrency ?? 1, selected.length));
-  let next = 0;
   const lane = async () => {
     for (;;) {
       if (interrupting || next >= selected.length) return;
@@ -461,13 +490,13 @@ async function main(cfg: ChildConfig): Promise<void> {
       const i = selected[k]!;
       const check = grader.checks[i]!;
       send({ type: "check-start", index: i, name: check.name });
-      const result = await runCheck(grader, i, cfg, amqpUrl, k < selected.length - 1);
+      const result = await runCheck(grader, i, cfg, amqpUrl);
       send({ type: "check-end", index: i, result });
     }
   };
   await Promise.all(Array.from({ length: lanes }, lane));
   if (interrupting) return;
-  if (spare) void spare.kill();
+  if (spare) void spare.proc.kill();
   await killAllHosts();
   await within(4000, cleanupOnExit()).catch(() => {});
   if (vhost?.name) send({ type: "released", kind: "vhost", name: vhost.name });

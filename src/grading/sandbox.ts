@@ -31,11 +31,14 @@ export interface SandboxSpec {
 
 let bwrapProbe: { ok: boolean; why: string } | undefined;
 
+/** The bubblewrap binary: `MSGLAB_BWRAP` when it lives elsewhere (tests point it at nothing). */
+const bwrapBin = () => process.env.MSGLAB_BWRAP || "bwrap";
+
 /** Whether bubblewrap can create a sandbox here (installed, and user namespaces allowed). */
 export function bubblewrapStatus(): { ok: boolean; why: string } {
   if (bwrapProbe) return bwrapProbe;
   if (process.platform !== "linux") return (bwrapProbe = { ok: false, why: `bubblewrap is Linux-only (this is ${process.platform})` });
-  const r = spawnSync("bwrap", ["--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent", "true"], { stdio: ["ignore", "ignore", "pipe"], timeout: 5000 });
+  const r = spawnSync(bwrapBin(), ["--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent", "true"], { stdio: ["ignore", "ignore", "pipe"], timeout: 5000 });
   if (r.error) return (bwrapProbe = { ok: false, why: "bubblewrap (bwrap) is not installed: `sudo apt-get install bubblewrap` (Debian/Ubuntu) or `sudo dnf install bubblewrap`" });
   if (r.status !== 0) return (bwrapProbe = { ok: false, why: `bubblewrap cannot create a sandbox here (${r.stderr.toString().trim() || `exit ${r.status}`}); user namespaces may be disabled` });
   return (bwrapProbe = { ok: true, why: "" });
@@ -106,5 +109,5 @@ export function hostCommand(mode: SandboxMode, spec: SandboxSpec, hostArgs: stri
   a.push("--bind", spec.dir, spec.dir, "--chdir", spec.dir);
   for (const [k, v] of Object.entries(spec.env)) a.push("--setenv", k, v);
   a.push("--", node, ...nodeArgs);
-  return { file: "bwrap", args: a };
+  return { file: bwrapBin(), args: a };
 }

@@ -156,6 +156,42 @@ const builders: Record<string, Builder> = {
     const controller = new AbortController();
     return { signal: controller.signal, abort: (reason: unknown) => controller.abort(reason) };
   },
+
+  /**
+   * A remote service as the learner sees one: an object of async methods, each a wrapper over the
+   * grader's callback of the same name in `methods` (mark them `t.sync`). A call enters the grader
+   * synchronously, so the host is blocked in it until the grader answers (a kill there is exact:
+   * the learner's code cannot run past the call), and the learner gets a promise, settled with the
+   * callback's value or rejected with what it threw on a later turn of the event loop, as the
+   * answer of a real remote call arrives: other work in the host (another call the grader sent
+   * meanwhile) runs in between. With `gate` (an async grader callback, called with the method's
+   * name right after the call), the promise settles only once the gate has answered: the grader
+   * decides when each answer arrives, and so how concurrent calls interleave.
+   */
+  "async.api"(opts) {
+    const methods = opts.methods as Record<string, (...args: unknown[]) => unknown> | null;
+    const gate = opts.gate as ((name: string) => Promise<unknown>) | undefined;
+    if (typeof methods !== "object" || methods === null) throw new TypeError('capability option "methods" must be an object of functions');
+    if (gate !== undefined && typeof gate !== "function") throw new TypeError('capability option "gate" must be a function');
+    const api: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+    for (const [name, fn] of Object.entries(methods)) {
+      if (typeof fn !== "function") throw new TypeError(`capability option "methods.${name}" must be a function`);
+      api[name] = (...args: unknown[]) => {
+        let outcome: { ok: boolean; v: unknown };
+        try {
+          outcome = { ok: true, v: fn(...args) };
+        } catch (e) {
+          outcome = { ok: false, v: e };
+        }
+        return new Promise((resolve, reject) => {
+          const settle = () => (outcome.ok ? resolve(outcome.v) : reject(outcome.v));
+          if (gate) gate(name).then(settle, settle);
+          else setImmediate(settle);
+        });
+      };
+    }
+    return api;
+  },
 };
 
 export function buildCap(kind: string, opts: unknown, ctx: CapContext): unknown {

@@ -6,7 +6,7 @@
  * the grading's shared folder, which the gateway forwards to that TCP address. The hosts see the
  * socket files; the grader chooses what they lead to.
  */
-import { unlinkSync } from "node:fs";
+import { mkdirSync, unlinkSync } from "node:fs";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 
@@ -23,6 +23,7 @@ export class Gateway {
     const have = this.routes.get(key);
     if (have) return have.path;
     // Unix socket paths are short (108 bytes): keep the name tiny.
+    mkdirSync(this.dir, { recursive: true });
     const path = join(this.dir, `gw${++this.n}.sock`);
     const server = createServer((inbound) => {
       const outbound = connect({ host, port });

@@ -40,3 +40,8 @@ export {
 export { decodeMethod, decodeContentHeader, isSettlement, type AmqpMethod, type BasicProperties, type ContentHeader } from "./amqp-methods.ts";
 export { WireDeliveries, type Delivery, type Settlement, type SettleHow, type ClientRequest } from "./amqp-deliveries.ts";
 export { Gate } from "./proxy.ts";
+export { WalPin, firstCommitWhere, sharedLeftovers, walCommitEnds, walCommitEndsOf, walPathOf, writeCrashImage } from "./crash-image.ts";
+export { WireTopology, decodeTopology, type TopologyMethod, type QueueDeclareSeen, type BindSeen, type ExchangeDeclareSeen } from "./amqp-topology.ts";
+export { WirePublishes, type WirePublish, type ConfirmSeen } from "./amqp-publishes.ts";
+export { decodeFieldTable, decodeMessageHeaders, type FieldTable } from "./amqp-table.ts";
+export { Pulse } from "./pulse.ts";

@@ -166,4 +166,24 @@ describe("ChaosProxy", () => {
     expect(q.consumerCount).toBe(0);
     expect(q.messageCount).toBe(0);
   });
+  it("drop() throws away what a gate holds and cuts that connection: a dead process's publish never lands", async () => {
+    const { proxy, conn, queue, admin } = await setup();
+    const adminCh = await admin.createChannel();
+    await adminCh.assertQueue(queue, { durable: false });
+    const ch = await conn.createChannel();
+    ch.on("error", () => {});
+    // Stopped at the content header: the broker has the publish method, not the message.
+    const gate = proxy.stopAt("toBroker", (f) => f.type === 2);
+    ch.sendToQueue(queue, Buffer.from("x"), { messageId: "x" });
+    await gate.stopped;
+    let closed = false;
+    conn.on("close", () => (closed = true));
+    gate.drop();
+    for (let i = 0; i < 100 && !closed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(closed).toBe(true);
+    expect(gate.heldCount).toBe(0);
+    expect((await adminCh.checkQueue(queue)).messageCount).toBe(0);
+    // The gate is gone: a new one may be set on the same direction.
+    proxy.stopAt("toBroker", () => false).open();
+  });
 });

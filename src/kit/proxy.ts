@@ -69,6 +69,15 @@ export class ChaosProxy {
     this.links.clear();
   }
 
+  /** @internal cuts one connection (see `Gate.drop`). */
+  cutLink(id: number): void {
+    for (const link of this.links) {
+      if (link.id !== id) continue;
+      link.destroy();
+      this.links.delete(link);
+    }
+  }
+
   /** Stops forwarding in both directions; bytes wait in the proxy until `resume()`. */
   pause(): void {
     this.paused = true;
@@ -238,6 +247,24 @@ export class Gate {
     pipe.passGated(passing);
   }
 
+  /**
+   * The process behind the stopped connection died at the gate: what the gate holds is thrown
+   * away, the connection is cut (the broker sees it end now, not when the dead process's socket
+   * is finally noticed), and the gate stops nothing more. `open()` here instead could forward a
+   * dead process's held frames to the broker on a connection that is still up for a moment.
+   */
+  drop(): void {
+    this.at = null;
+    const pipe = this.pipe;
+    this.pipe = null;
+    this.stoppedAt = null;
+    this.removed();
+    if (pipe) {
+      pipe.gated.splice(0);
+      pipe.cutLink();
+    }
+  }
+
   /** Lets everything held go on, in order, and stops nothing more. */
   open(): void {
     this.at = null;
@@ -327,6 +354,11 @@ class Pipe {
     private headerBytes: number,
     private readonly link: number,
   ) {}
+
+  /** @internal */
+  cutLink(): void {
+    this.proxy.cutLink(this.link);
+  }
 
   /** Frames a gate lets go: they pass through the hold rule like fresh ones, then out. */
   passGated(frames: AmqpFrame[]): void {

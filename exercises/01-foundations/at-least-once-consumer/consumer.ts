@@ -16,7 +16,8 @@ export async function declareQueue(ch: Channel, queue: string): Promise<void> {
  */
 export async function startConsumer({ channel: ch, queue, db, applyPayment }: ConsumerDeps): Promise<RunningConsumer> {
   // TODO: create your table of processed message ids in db (CREATE TABLE IF NOT EXISTS ...).
-  //       Keep every id in it: a duplicate can arrive long after the original.
+  //       Keep every id in it: a duplicate can arrive long after the original. Keep it in db
+  //       itself: no other database or file.
 
   // TODO: one db.transaction that records msg.properties.messageId and calls applyPayment,
   //       and does nothing when that id is already recorded.

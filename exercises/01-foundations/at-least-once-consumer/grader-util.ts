@@ -6,11 +6,16 @@
 //     (one tag, or `multiple` up to a tag), what prefetch it asked for and whether it consumed
 //     with noAck. A gate on the proxy can hold deliveries (to hand them over one at a time), or
 //     hold the ack that settles a given payment and kill the host before it is ever forwarded;
-//   - applyPayment's before/after callbacks, and a SQL function called by triggers the grader
-//     puts on the learner's own tables: synchronous calls, so the host is blocked there, and a
-//     kill there is exact;
-//   - the SQLite file in the check's shared folder, on the grader's own connection: what is
-//     committed, at the instant of each callback and of each ack on the wire;
+//   - applyPayment's before/after callbacks: synchronous calls, so the host is blocked there, and
+//     a kill there is exact;
+//   - the SQLite file in the process's own folder, on the grader's own connection: what is
+//     committed, at the instant of each callback and of each ack on the wire. A restart gets a
+//     crash image of it in its own folder (src/kit/crash-image.ts): everything committed, or,
+//     for the crash right after a commit, the WAL (pinned by a reader of the grader's, so every
+//     transaction committed to the file, by any connection, stays there in order) cut right
+//     after the commit the check names;
+//   - the grading's shared folder, which every host may write: the grader keeps nothing there,
+//     so a file there is state a process kept outside deps.db;
 //   - the queue, through the grader's own RabbitMQ connection.
 // The rule every check enforces on the wire: an ack may settle only payments whose ledger row
 // is committed (an acked message is gone from the broker), a nack or reject without requeue
@@ -19,7 +24,7 @@ import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import type { ConfirmChannel } from "amqplib";
-import { CheckFailure, History, HostGone, QueueObserver, WireDeliveries, amqpCode, brokerText, describeValue, isSettlement } from "../../../src/kit/index.ts";
+import { CheckFailure, History, HostGone, QueueObserver, WalPin, WireDeliveries, sharedLeftovers, writeCrashImage, amqpCode, brokerText, describeValue, isSettlement } from "../../../src/kit/index.ts";
 import type { ChaosProxy, CheckContext, Delivery, Gate, Host, Rng, Settlement } from "../../../src/kit/index.ts";
 import type { AtLeastOnceConsumerSubmission, Payment, RunningConsumer } from "../../../src/contracts/at-least-once-consumer.ts";
 
@@ -27,15 +32,19 @@ export type T = CheckContext<AtLeastOnceConsumerSubmission>;
 
 /** How long a run may take to apply a handful of payments (the reference needs well under a second). */
 export const SETTLE_MS = 8000;
+/**
+ * And per payment, for long runs: the reference applies 305 in about a second on an idle
+ * machine, and needed more than 8 s with three gradings at once on a loaded two-core machine.
+ * A consumer that stops making progress is caught by QUIET_MS long before.
+ */
+const SETTLE_PER_PAYMENT_MS = 50;
 /** With payments missing and nothing moving (no row, no delivery, no settlement) for this long, nothing more is coming. */
 const QUIET_MS = 3000;
 /** Every payment applied and the queue empty: how long deliveries may stay unsettled after that. */
 const IDLE_OPEN_MS = 500;
 /** How long the grader waits for one payment handed to the consumer to be committed. */
 const ONE_PAYMENT_MS = 5000;
-/** The name of the grader's SQL function that triggers on the learner's tables call. */
-const HOOK = "msglab_write";
-const DB_FILE = "ledger.db";
+export const DB_FILE = "ledger.db";
 /** WAL with a busy timeout; synchronous NORMAL: a commit survives a process crash (all the grader does), not a power cut. */
 const DB_PRAGMAS = ["journal_mode = WAL", "synchronous = NORMAL", "busy_timeout = 5000", "foreign_keys = ON"];
 const EFFECT_SQL = "INSERT INTO ledger (message_id, payment, run, commit_check) VALUES (?, ?, ?, ?)";
@@ -86,19 +95,24 @@ interface LedgerRow {
   run: number;
 }
 
-/** The grader's ledger in the check's shared folder: the only place the effect is recorded, read on the grader's own connection. */
+/**
+ * The grader's ledger: the only place the effect is recorded, read on the grader's own
+ * connection. It lives in the folder of the process that uses it (private to that host): the
+ * first run's database is made there, and each restart gets a crash image of the previous one
+ * in its own folder. No other check's process can reach it.
+ */
 export class Ledger {
-  readonly path: string;
-  readonly db: Database.Database;
-  private readonly selectAll: Database.Statement;
-  private readonly countOf: Database.Statement;
+  /** The database file of the current process. */
+  path: string;
+  db!: Database.Database;
+  /** With `pin`: keeps every commit to the file in its WAL, in order, until the ledger moves. */
+  pin: WalPin | null = null;
+  private selectAll!: Database.Statement;
+  private countOf!: Database.Statement;
 
-  constructor(t: T) {
-    this.path = join(t.sharedDir, DB_FILE);
-    this.db = new Database(this.path);
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma("synchronous = NORMAL");
-    this.db.pragma("busy_timeout = 5000");
+  constructor(t: T, path: string, opts: { pin?: boolean } = {}) {
+    this.path = path;
+    this.connect();
     this.db.exec(`
       CREATE TABLE ledger (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -113,9 +127,41 @@ export class Ledger {
       CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
       CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
     `);
-    t.defer(() => this.db.close());
+    this.prepare();
+    // Before any process opens it: from here on every commit to the file stays in its WAL.
+    if (opts.pin) this.pin = WalPin.pin(this.path);
+    t.defer(() => this.close());
+  }
+
+  private connect(): void {
+    this.db = new Database(this.path);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("busy_timeout = 5000");
+  }
+
+  private prepare(): void {
     this.selectAll = this.db.prepare("SELECT seq, message_id, payment, run FROM ledger ORDER BY seq");
     this.countOf = this.db.prepare("SELECT count(*) AS n FROM ledger WHERE message_id = ?");
+  }
+
+  private close(): void {
+    this.pin?.close();
+    this.pin = null;
+    if (this.db.open) this.db.close();
+  }
+
+  /**
+   * Writes at `path` the database as the crash of the process using it left it (the WAL cut at
+   * `walBytes`, or all of it), and reads that from now on: the next process opens it. Only once
+   * every process that had the current file open is gone.
+   */
+  moveTo(path: string, walBytes?: number): void {
+    writeCrashImage(this.path, path, walBytes);
+    this.close();
+    this.path = path;
+    this.connect();
+    this.prepare();
   }
 
   total(): number {
@@ -134,28 +180,15 @@ export class Ledger {
   committed(id: string | undefined): boolean {
     return id !== undefined && this.count(id) > 0;
   }
+}
 
-  /**
-   * Puts a trigger on every table of the learner's (BEFORE INSERT, UPDATE and DELETE) that calls
-   * the grader's SQL function: a crash point inside the learner's own writes. Run while the
-   * learner's connection is idle (the DDL needs the write lock).
-   */
-  /** The grader's triggers still on the learner's tables. */
-  hookTriggers(): number {
-    return (this.db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'msglab\\_%' ESCAPE '\\'").get() as { n: number }).n;
-  }
-
-  hookLearnerTables(): string[] {
-    const tables = (this.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('ledger', 'ledger_commit_check')").all() as { name: string }[]).map((r) => r.name);
-    for (const name of tables) {
-      const q = `"${name.replaceAll('"', '""')}"`;
-      const lit = `'${name.replaceAll("'", "''")}'`;
-      for (const op of ["INSERT", "UPDATE", "DELETE"]) {
-        this.db.exec(`CREATE TRIGGER IF NOT EXISTS "msglab_${op.toLowerCase()}_${name.replaceAll('"', '""')}" BEFORE ${op} ON ${q} BEGIN SELECT ${HOOK}(${lit}); END`);
-      }
-    }
-    return tables;
-  }
+/**
+ * What the processes of the grading left in its shared folder (every host may write all of it):
+ * this grader keeps nothing there, so anything is state a process kept outside deps.db (a second
+ * database, a plain file), which no crash image covers. Paths relative to the check's folder.
+ */
+export function leftovers(t: T): string[] {
+  return sharedLeftovers(t.sharedDir, () => false);
 }
 
 // ---------------------------------------------------------------- the world of one check
@@ -177,16 +210,12 @@ export interface Plan {
   before?(call: EffectCall, run: Run): Promise<"throw" | "break-commit" | "kill" | void> | "throw" | "break-commit" | "kill" | void;
   /** After the row is written, before applyPayment returns. */
   after?(call: EffectCall, run: Run): Promise<"kill" | void> | "kill" | void;
-  /** Inside a write of the learner's own (a trigger on its tables). */
-  write?(table: string, run: Run): "kill" | void;
 }
 
 /** The check's queue, the grader's connections and ledger, and the runs of the learner's consumer. */
 export class World {
   readonly runs: Run[] = [];
   runCount = 0;
-  /** Calls of the grader's SQL function from triggers on the learner's tables. */
-  hookCalls = 0;
   readonly calls: EffectCall[] = [];
   private violationText: string | null = null;
   private readonly waiters = new Set<() => void>();
@@ -197,10 +226,12 @@ export class World {
   /** The grader's own RabbitMQ connection, opened while the first host gets ready. */
   readonly ready: Promise<void>;
 
+  private current: Ledger | null = null;
+
   private constructor(
     readonly t: T,
     readonly queue: string,
-    readonly ledger: Ledger,
+    private readonly pinLedger: boolean,
   ) {
     this.ready = (async () => {
       const gconn = await t.rabbit.connect();
@@ -211,8 +242,21 @@ export class World {
     this.ready.catch(() => {});
   }
 
-  static async create(t: T): Promise<World> {
-    return new World(t, t.names.queue("payments"), new Ledger(t));
+  /** `pin`: the ledger's WAL keeps every commit, so a crash image can be cut at any of them. */
+  static async create(t: T, opts: { pin?: boolean } = {}): Promise<World> {
+    return new World(t, t.names.queue("payments"), opts.pin === true);
+  }
+
+  /** The ledger (made with the first run). */
+  get ledger(): Ledger {
+    if (!this.current) throw new Error("grader bug: World.ledger before the first run");
+    return this.current;
+  }
+
+  /** Makes the first run's ledger at `path`. */
+  createLedger(path: string): void {
+    if (this.current) throw new Error("grader bug: a second ledger; a later run continues from a crash image (RunOptions.restart)");
+    this.current = new Ledger(this.t, path, { pin: this.pinLedger });
   }
 
   /** The grader's observer (after `ready`). */
@@ -338,6 +382,11 @@ export interface RunOptions {
   declare?: boolean;
   /** Call into the grader after each ledger row is written too (crash points there; costs a round trip per payment). */
   afterEffect?: boolean;
+  /**
+   * A later process: once this resolves (the earlier process gone), it gets the crash image of
+   * the ledger in its own folder, the WAL cut at the bytes it resolves with (or all of it).
+   */
+  restart?: Promise<number | undefined>;
 }
 
 /** One process of the learner's consumer: a host, the grader's proxy in front of its channel, and the wire as seen there. */
@@ -474,8 +523,8 @@ const cap = (s: string) => s[0]!.toUpperCase() + s.slice(1);
 
 /**
  * Prepares a run: a host (given, or a fresh one), a proxy of its own, the learner's channel
- * through it, the database in the shared folder, applyPayment and the write hook; with
- * `declare`, the learner's declareQueue on that channel. The consumer starts with `launch`.
+ * through it, the ledger's database and applyPayment; with `declare`, the learner's
+ * declareQueue on that channel. The consumer starts with `launch`.
  */
 export async function prepareRun(world: World, opts: RunOptions & { host?: Host | Promise<Host> } = {}): Promise<Run> {
   const t = world.t;
@@ -493,20 +542,18 @@ export async function prepareRun(world: World, opts: RunOptions & { host?: Host 
   }
   const [channel, db] = await Promise.all([
     host.cap("amqp.channel", { url: proxy.urlFor(t.amqpUrl) }),
-    host.cap("sqlite.open", { path: world.ledger.path, pragmas: DB_PRAGMAS }),
+    (async () => {
+      const path = join(host.dir, DB_FILE);
+      if (opts.restart) {
+        const walBytes = await opts.restart; // before touching the ledger: the first run makes it
+        world.ledger.moveTo(path, walBytes);
+      } else world.createLedger(path);
+      return host.cap("sqlite.open", { path: DB_FILE, pragmas: DB_PRAGMAS });
+    })(),
   ]);
   // Its channel.open-ok has crossed the proxy by now.
   run.link = run.newestLink;
   if (opts.declare) await world.declareOn(host, channel);
-  await host.cap("sqlite.function", {
-    db,
-    name: HOOK,
-    fn: t.sync(async (table: unknown) => {
-      world.hookCalls++;
-      if (world.plan.write?.(String(table), run) === "kill") await run.kill();
-      return null;
-    }),
-  });
   const attempts = new Map<string, number>();
   const pending = new Map<string, { call: EffectCall; before: number }>();
   const applyPayment = await host.cap("sqlite.effect", {
@@ -687,7 +734,7 @@ export async function waitSettled(run: Run, ids: string[], when: string): Promis
       if (looping) fail(`${when}: ${looping}${run.tail()}`);
       return false;
     },
-    SETTLE_MS,
+    Math.max(SETTLE_MS, SETTLE_PER_PAYMENT_MS * ids.length),
     () => stuck(run, ids, when, started, last),
   );
 }

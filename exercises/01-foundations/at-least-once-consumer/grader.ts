@@ -1,4 +1,4 @@
-import { amqpCode, brokerText, defineGrader, describeValue } from "../../../src/kit/index.ts";
+import { LabError, amqpCode, brokerText, defineGrader, describeValue, firstCommitWhere } from "../../../src/kit/index.ts";
 import type { Delivery } from "../../../src/kit/index.ts";
 import { MAX_PREFETCH, type AtLeastOnceConsumerSubmission } from "../../../src/contracts/at-least-once-consumer.ts";
 import {
@@ -9,6 +9,7 @@ import {
   finish,
   isCheckFailure,
   launch,
+  leftovers,
   makePayments,
   prepareRun,
   startRun,
@@ -26,35 +27,119 @@ import {
 
 /**
  * Where process 1 is SIGKILLed. Every point is exact: the host is blocked in a synchronous call
- * into the grader (applyPayment's before or after, or the trigger on the learner's own tables),
- * or the ack is held on the grader's proxy, never forwarded.
+ * into the grader (applyPayment's before or after), the ack is held on the grader's proxy, never
+ * forwarded, or (after-commit) the restart gets the database cut right after the commit.
  */
 type Point = "effect-start" | "effect-written" | "after-commit" | "before-ack";
 
+/** How long the transaction holding payment k's row may take to commit, once applyPayment has written it. */
+const COMMIT_MS = 5000;
+
+/**
+ * The crash right after the transaction that holds the row of process 1's k-th applyPayment
+ * commits. The ledger's WAL is pinned (World.create with pin), so every commit to the database
+ * file stays in it, in order, whoever made it. From the moment the row is written (after()),
+ * nothing process 1 sends reaches the broker: every frame is held at its proxy and dropped with
+ * the host. Once the row is visible on the grader's connection (checked every few ms, and at
+ * each applyPayment call, where the host is blocked), the host is killed. `cut()` then finds the
+ * end of the first commit frame holding that row, where the restart's crash image is cut:
+ * nothing process 1 wrote after that commit survives, to whatever table, through whatever
+ * connection to the file.
+ */
+function armAfterCommit(world: World, first: Run, k: number): { cut: () => number } {
+  const t = world.t;
+  const pin = world.ledger.pin;
+  if (!pin) throw new LabError("grader bug: the after-commit crash needs a pinned ledger");
+  let victim: EffectCall | undefined;
+  let rowsBefore = 0;
+  let walBefore = 0;
+  let armedAt = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const committed = () => victim !== undefined && world.ledger.count(victim.id) > rowsBefore;
+  /** Kills process 1 once the row is committed; true when it is (being) killed. */
+  const maybeKill = (): boolean => {
+    if (first.killed) return true;
+    if (!victim) return false;
+    if (committed()) {
+      clearInterval(timer);
+      void first.kill();
+      return true;
+    }
+    if (performance.now() - armedAt > COMMIT_MS) {
+      clearInterval(timer);
+      world.violate(
+        `applyPayment wrote the ledger row of payment #${k} (${describeValue(victim.id)}) in ${first.name}, and ${COMMIT_MS / 1000} s later its transaction had still not committed (the grader's connection does not see the row). Commit the transaction holding the effect and the record of its id right away.${first.whatItDid()}`,
+      );
+      void first.kill();
+      return true;
+    }
+    return false;
+  };
+  world.plan.before = (call, run) => {
+    if (run !== first) return;
+    // Process 1 is blocked in applyPayment for a later payment: if the row is committed, it dies here.
+    if (maybeKill()) return "kill";
+    if (call.n === k) {
+      // The commit that holds the row comes after this point in the WAL (an applyPayment outside
+      // any transaction commits before after() is even called).
+      rowsBefore = world.ledger.count(call.id);
+      walBefore = pin.walSize();
+    }
+  };
+  world.plan.after = async (call, run) => {
+    if (run !== first || call.n !== k) return;
+    // What process 1 wrote to its socket before this call reaches the proxy and goes on; from
+    // here on, nothing it sends reaches the broker (held, then dropped with the host).
+    await wireSettle();
+    first.proxy.hold("toBroker", () => true);
+    victim = call;
+    armedAt = performance.now();
+    if (maybeKill()) return "kill";
+    timer = setInterval(maybeKill, 2);
+    t.defer(() => clearInterval(timer));
+  };
+  return {
+    cut: () => {
+      const v = victim;
+      if (!v) throw new LabError("grader bug: a crash image without a victim");
+      const end = firstCommitWhere(world.ledger.path, {
+        after: walBefore,
+        scratchDir: t.tmpDir,
+        holds: (db) => (db.prepare("SELECT count(*) AS n FROM ledger WHERE message_id = ?").get(v.id) as { n: number }).n > rowsBefore,
+      });
+      if (end === undefined) throw new LabError(`grader bug: payment #${k}'s row was seen committed, and no commit in the WAL holds it`);
+      return end;
+    },
+  };
+}
+
 /**
  * Publishes 10 payments, runs the consumer until it is SIGKILLed at `point` on payment k,
- * restarts it (a second process on the same database), lets it finish, and judges the ledger,
- * the queue and the wire. For "effect-start" and "before-ack" the grader hands the deliveries
- * over one at a time, so the crash lands after the learner has reacted (acked, on the wire) to
- * every payment before k, while the broker has already sent the ones after it.
+ * restarts it (a second process, on the crash image of the first one's database), lets it
+ * finish, and judges the ledger, the queue and the wire. For "effect-start" and "before-ack" the grader
+ * hands the deliveries over one at a time, so the crash lands after the learner has reacted
+ * (acked, on the wire) to every payment before k, while the broker has already sent the ones
+ * after it.
  */
 async function crashAndRestart(t: T, point: Point): Promise<void> {
   const k = t.rng.int(2, 6);
   const sent = makePayments(t.rng, 10, "");
   const ids = sent.map((m) => m.id);
-  const world = await World.create(t);
-  // The restart's process, prepared meanwhile (its consumer starts only after the crash).
+  const cut = point === "after-commit";
+  const world = await World.create(t, { pin: cut });
+  // The restart's process, prepared meanwhile: its database, the crash image, is made once
+  // process 1 is dead, and its consumer starts after that.
   const afterEffect = point === "effect-written" || point === "after-commit";
-  const [first, second] = await Promise.all([startRun(world, { declare: true, afterEffect, drip: point === "effect-start" || point === "before-ack" }), prepareRun(world, { afterEffect })]);
+  let crashed!: (walBytes: number | undefined) => void;
+  const restart = new Promise<number | undefined>((r) => (crashed = r));
+  const firstP = startRun(world, { declare: true, afterEffect, drip: point === "effect-start" || point === "before-ack" });
+  // Asked for second, so numbered 2; awaited after the crash.
+  const secondP = prepareRun(world, { afterEffect, restart });
+  secondP.catch(() => {});
+  const first = await firstP;
   let crashText = "";
   let target: string | undefined;
-  let kth: EffectCall | undefined;
-  let hooked = 0;
-  const afterCommit = (run: Run, where: string): "kill" | void => {
-    if (run !== first || !kth || !world.ledger.committed(kth.id)) return;
-    crashText = `at your first database write after payment #${k} (${describeValue(kth.id)}) committed its ledger row: ${where}`;
-    return "kill";
-  };
+  let afterCommit: ReturnType<typeof armAfterCommit> | undefined;
   switch (point) {
     case "effect-start":
       crashText = `during applyPayment for payment #${k}, before it wrote anything`;
@@ -65,14 +150,8 @@ async function crashAndRestart(t: T, point: Point): Promise<void> {
       world.plan.after = (call, run) => (run === first && call.n === k ? "kill" : undefined);
       break;
     case "after-commit":
-      crashText = `right after payment #${k}'s ledger row committed, before your next database write`;
-      world.plan.after = (call, run) => {
-        if (run === first && call.n === k) kth = call;
-      };
-      world.plan.write = (table, run) => afterCommit(run, `a write to your table ${describeValue(table)}`);
-      world.plan.before = (call, run) => (call.n > k ? afterCommit(run, `applyPayment for ${describeValue(call.id)}`) : undefined);
-      // Learner tables exist once startConsumer has resolved; nothing is delivered yet.
-      hooked = world.ledger.hookLearnerTables().length * 3;
+      afterCommit = armAfterCommit(world, first, k);
+      crashText = `right after the transaction holding payment #${k}'s ledger row committed (the restart got the database as it was at that commit: nothing your process wrote afterwards, to any table, and nothing it sent the broker after that payment's applyPayment, survived)`;
       break;
     case "before-ack": {
       crashText = `in the ack that settles payment #${k}, after its payment was handled and before the ack reached the broker`;
@@ -90,18 +169,13 @@ async function crashAndRestart(t: T, point: Point): Promise<void> {
     });
   } else {
     await world.until(
-      () => first.killed || (point === "after-commit" && ids.every((id) => world.ledger.committed(id))),
+      () => first.killed || (cut && ids.every((id) => world.ledger.committed(id))),
       SETTLE_MS,
       () => `The grader meant to crash your consumer ${crashText}, but in ${SETTLE_MS / 1000} s it made only ${world.calls.length} applyPayment call(s) for ${ids.length} payments.${first.whatItDid()}${first.tail()}`,
     );
   }
   if (!first.killed) {
-    const did =
-      point === "before-ack"
-        ? `acked only ${first.ackedCount()} of the ${ids.length} payments`
-        : point === "after-commit"
-          ? `never wrote to its tables (or called applyPayment) again after payment #${k} committed, though ${ids.length - k} payments were still to come`
-          : `made only ${world.calls.length} applyPayment call(s)`;
+    const did = point === "before-ack" ? `acked only ${first.ackedCount()} of the ${ids.length} payments` : `made only ${world.calls.length} applyPayment call(s)`;
     fail(
       `The grader meant to crash your consumer ${crashText}, but it ${did}.` +
         (point === "before-ack" ? " Each message must be acked (manual acks, noAck: false) once its payment is committed." : " Each new payment must go through applyPayment, inside your transaction.") +
@@ -109,9 +183,16 @@ async function crashAndRestart(t: T, point: Point): Promise<void> {
     );
   }
   await first.host.exited;
-  if (hooked && world.ledger.hookTriggers() < hooked) {
-    fail(`The grader's triggers on your tables (they call into the grader, to crash your process inside one of your writes) were removed. Leave them be.`);
+  const left = leftovers(t);
+  if (left.length) {
+    fail(
+      `When process 1 was killed, the grading's shared folder held ${left.slice(0, 3).map((f) => describeValue(f)).join(", ")}${left.length > 3 ? `, … (${left.length} in all)` : ""}: your consumer keeps state outside deps.db. ` +
+        "A second database or file commits on its own, never together with the payment, so a crash between the two leaves one without the other. Keep the record of processed ids in tables of deps.db.",
+    );
   }
+  // The restart's database: everything process 1 committed, or what it had at the cut.
+  crashed(afterCommit?.cut());
+  const second = await secondP;
 
   const runName = (n: number) => (n === 1 ? "process 1 (the one killed)" : "process 2 (the restart)");
   try {
@@ -267,7 +348,13 @@ export default defineGrader<AtLeastOnceConsumerSubmission>({
       timeoutMs: 30000,
       async run(t: T) {
         const world = await World.create(t);
-        const [run1, run2] = await Promise.all([startRun(world, { declare: true }), prepareRun(world)]);
+        let stopped!: () => void;
+        const restart = new Promise<undefined>((r) => (stopped = () => r(undefined)));
+        const run1P = startRun(world, { declare: true });
+        // Prepared meanwhile; its database is process 1's, once process 1 is gone.
+        const run2P = prepareRun(world, { restart });
+        run2P.catch(() => {});
+        const run1 = await run1P;
         const first = makePayments(t.rng, 8, "a");
         const dupNow = t.rng.shuffle(first).slice(0, 2);
         // The copies follow their originals at random places in the stream.
@@ -285,7 +372,10 @@ export default defineGrader<AtLeastOnceConsumerSubmission>({
           const dupLater = t.rng.shuffle(first.filter((m) => !dupNow.includes(m))).slice(0, 3);
           later = `${dupLater.map((m) => describeValue(m.id)).join(", ")} again after a restart`;
           await world.publish(t.rng.shuffle([...fresh, ...dupLater]));
+          await run1.host.exited;
+          stopped();
           await waitNoConsumer(world, "After process 1 stopped");
+          const run2 = await run2P;
           await launch(run2);
           const all = [...first, ...fresh];
           await waitSettled(run2, all.map((m) => m.id), "After a restart, with 3 new payments and 3 old ones published again");

@@ -6,7 +6,7 @@
 import { isDeepStrictEqual } from "node:util";
 import amqp from "amqplib";
 import type { Channel, ChannelModel, GetMessage } from "amqplib";
-import { CheckFailure, LabError, amqpCode, describeValue, isConfirm } from "../../../src/kit/index.ts";
+import { CheckFailure, LabError, amqpCode, describeValue, isConfirm, Pulse } from "../../../src/kit/index.ts";
 import type { AmqpFrame, ChaosProxy, CheckContext, Host, Rng } from "../../../src/kit/index.ts";
 import type { DomainEvent, Publisher, PublisherConfirmsSubmission, PublisherOptions } from "../../../src/contracts/publisher-confirms.ts";
 
@@ -16,53 +16,6 @@ export type T = CheckContext<PublisherConfirmsSubmission>;
 export type RemoteConnection = object;
 
 // ---------------------------------------------------------------- waiting on events
-
-/**
- * Wakes whoever waits whenever something the grader watches happens: a frame on the proxy, a
- * publish() settling. Waits are on these events, never a poll; a timer only bounds them.
- */
-export class Pulse {
-  private readonly waiters = new Set<() => void>();
-
-  poke(): void {
-    for (const w of [...this.waiters]) w();
-  }
-
-  /**
-   * Resolves once `cond()` holds. `stop()` is asked first on every wake: a string fails the check
-   * at once with it. After `ms` without `cond`, fails with `message()` (built then, so it reports
-   * what was observed last); with `message` null, the time running out is the success instead.
-   */
-  until(cond: () => boolean, ms: number, message: (() => string) | null, stop?: () => string | null): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = (err?: Error) => {
-        this.waiters.delete(wake);
-        clearTimeout(timer);
-        if (err) reject(err);
-        else resolve();
-      };
-      const wake = () => {
-        const why = stop?.() ?? null;
-        if (why !== null) return done(new CheckFailure(why));
-        if (cond()) done();
-      };
-      timer = setTimeout(() => {
-        const why = stop?.() ?? null;
-        if (why !== null) return done(new CheckFailure(why));
-        if (cond() || message === null) return done();
-        done(new CheckFailure(message()));
-      }, ms);
-      this.waiters.add(wake);
-      wake();
-    });
-  }
-
-  /** Waits `ms` while `stop()` watches every event: the first string it returns fails the check at once. */
-  watch(ms: number, stop: () => string | null): Promise<void> {
-    return this.until(() => false, ms, null, stop);
-  }
-}
 
 // ---------------------------------------------------------------- the grader's own view
 

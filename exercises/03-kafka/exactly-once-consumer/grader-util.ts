@@ -13,12 +13,11 @@
 //     database a restarted process finds is a crash image cut from that WAL: everything up to
 //     the moment of the crash, nothing after it;
 //   - the group's committed offsets and members, through its own admin client.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import type BetterSqlite3 from "better-sqlite3";
 import type { Admin, Kafka, Producer } from "kafkajs";
-import { ApiKey, DURABLE_APIS, History, KafkaProxy, LabError, decodeFetch, decodeJoinGroup, decodeOffsetCommit, decodeTxnOffsetCommit, leaveGroup } from "../../../src/kit/index.ts";
+import { ApiKey, DURABLE_APIS, History, KafkaProxy, LabError, WalPin, decodeFetch, decodeJoinGroup, decodeOffsetCommit, decodeTxnOffsetCommit, firstCommitWhere, leaveGroup, sharedLeftovers, writeCrashImage } from "../../../src/kit/index.ts";
 import type { CheckContext, CommitEntry, FetchSeen, Host, HostEnd, KafkaRequest, Verdict } from "../../../src/kit/index.ts";
 import type { RunningConsumer, StartConsumer } from "../../../src/contracts/exactly-once-consumer.ts";
 
@@ -123,41 +122,6 @@ function endText(end: HostEnd): string {
   }
 }
 
-/** The byte offsets in a WAL file right after each commit frame, in order. */
-function walCommitEnds(walPath: string): number[] {
-  if (!existsSync(walPath)) return [];
-  const wal = readFileSync(walPath);
-  if (wal.length < 32) return [];
-  const pageSize = wal.readUInt32BE(8);
-  const [salt1, salt2] = [wal.readUInt32BE(16), wal.readUInt32BE(20)];
-  const frame = 24 + pageSize;
-  const ends: number[] = [];
-  for (let at = 32; at + frame <= wal.length; at += frame) {
-    if (wal.readUInt32BE(at + 8) !== salt1 || wal.readUInt32BE(at + 12) !== salt2) break;
-    if (wal.readUInt32BE(at + 4) !== 0) ends.push(at + frame); // a commit frame: its db size is set
-  }
-  return ends;
-}
-
-/**
- * Writes the database as a crash would leave it into `toDir`: the database file and the WAL up
- * to `walBytes` (all of it when absent). SQLite's recovery keeps exactly the transactions whose
- * commit frame is in it; the grader then checkpoints it into a plain database file.
- */
-function writeCrashImage(fromDir: string, toDir: string, walBytes?: number): void {
-  mkdirSync(toDir, { recursive: true });
-  copyFileSync(join(fromDir, DB_FILE), join(toDir, DB_FILE));
-  const wal = join(fromDir, `${DB_FILE}-wal`);
-  const bytes = existsSync(wal) ? readFileSync(wal) : Buffer.alloc(0);
-  writeFileSync(join(toDir, `${DB_FILE}-wal`), walBytes === undefined ? bytes : bytes.subarray(0, walBytes));
-  const db = new Database(join(toDir, DB_FILE));
-  try {
-    db.pragma("wal_checkpoint(TRUNCATE)");
-  } finally {
-    db.close();
-  }
-}
-
 class LedgerRefusedError extends Error {
   override name = "LedgerRefusedError";
 }
@@ -170,6 +134,8 @@ export class Run {
   ready!: Promise<unknown>;
   /** The grader's connections to this process's database: reads, the WAL pin, the write-lock probe. */
   reader!: BetterSqlite3.Database;
+  /** Keeps every commit of this process in the database's WAL (a crash image is cut from it). */
+  pin!: WalPin;
   private probe!: BetterSqlite3.Database;
   running: RunningConsumer | null = null;
   /** Set when the grader killed it: everything it sends from then on is dropped. */
@@ -214,18 +180,17 @@ export class Run {
   /** Opens the grader's connections to the database in this host's folder (which must exist). */
   openDb(t: T): void {
     const path = join(this.dir, DB_FILE);
-    this.reader = new Database(path);
-    this.reader.pragma("busy_timeout = 5000");
     // A read transaction begun before the learner's first write, on a checkpointed database:
     // no checkpoint can copy a later frame into the database file, nor restart the WAL, while
     // it is open. Every transaction the learner commits stays in the WAL, in order.
-    const pin = new Database(path);
-    pin.exec("BEGIN");
-    pin.prepare("SELECT count(*) FROM ledger").get();
+    this.pin = WalPin.pin(path);
+    this.reader = new Database(path);
+    this.reader.pragma("busy_timeout = 5000");
     this.probe = new Database(path);
     this.probe.pragma("busy_timeout = 0");
     t.defer(() => {
-      for (const db of [this.probe, pin, this.reader]) db.close();
+      for (const db of [this.probe, this.reader]) db.close();
+      this.pin.close();
     });
   }
 
@@ -525,7 +490,7 @@ export class Lab {
     const host = run.host;
     if (opts.after) {
       // A crashed process's durable state is what is on disk: the crash image of its database.
-      writeCrashImage(opts.after.dir, host.dir, opts.walBytes);
+      writeCrashImage(join(opts.after.dir, DB_FILE), join(host.dir, DB_FILE), opts.walBytes);
     } else {
       const db = new Database(join(host.dir, DB_FILE));
       db.pragma("journal_mode = WAL");
@@ -575,6 +540,15 @@ export class Lab {
   async restart(first: Run, walBytes?: number): Promise<Run> {
     if (!first.killedByGrader) throw new LabError("grader bug: a restart of a process the grader did not kill");
     await first.host.exited;
+    // The restart gets deps.db's file as the crash left it, and nothing else of the first
+    // process: state it kept in the folder every host may write would survive whole.
+    const left = sharedLeftovers(this.t.sharedDir, () => false);
+    if (left.length) {
+      this.t.fail(
+        `When ${first.name} was killed, the grading's shared folder held ${left.slice(0, 3).map((f) => JSON.stringify(f)).join(", ")}${left.length > 3 ? `, … (${left.length} in all)` : ""}: your consumer keeps state outside deps.db. ` +
+          "A second database or file commits on its own, never together with the effect, so a crash between the two leaves one without the other. Keep your 'processed' rows in tables of deps.db.",
+      );
+    }
     await this.evictMembers();
     return this.start({ after: first, walBytes });
   }
@@ -834,7 +808,6 @@ export class Lab {
     let armedAt: number | null = null;
     let walBefore = 0;
     let timer: NodeJS.Timeout | undefined;
-    const walPath = join(run.dir, `${DB_FILE}-wal`);
     const maybeKill = () => {
       if (run.killedByGrader || armedAt === null) return;
       if (this.isApplied(run, victim) || performance.now() - armedAt > deadlineMs) {
@@ -842,7 +815,6 @@ export class Lab {
         run.kill();
       }
     };
-    const walSize = () => (existsSync(walPath) ? statSync(walPath).size : 0);
     run.onAfter = (call) => {
       if (call.rec !== victim || armedAt !== null) return;
       armedAt = performance.now();
@@ -859,24 +831,19 @@ export class Lab {
       if (run.killedByGrader) throw new Error("killed by the grader");
       // The commit that holds the row comes after this point in the WAL (an effect outside any
       // transaction commits before after() is even called).
-      if (call.rec === victim && armedAt === null) walBefore = walSize();
+      if (call.rec === victim && armedAt === null) walBefore = run.pin.walSize();
     };
     return {
       armed: () => armedAt !== null,
       walBytes: () => {
         // The first commit after the row's write began that holds it: the crash comes right after it.
-        const ends = walCommitEnds(walPath).filter((e) => e > walBefore);
-        for (const [i, end] of ends.entries()) {
-          const dir = join(this.t.tmpDir, `image-${run.number}-${i}`);
-          writeCrashImage(run.dir, dir, end);
-          const db = new Database(join(dir, DB_FILE), { readonly: true });
-          try {
-            if (db.prepare("SELECT 1 FROM ledger WHERE partition = ? AND offset = ?").get(victim.partition, victim.offset)) return end;
-          } finally {
-            db.close();
-          }
-        }
-        return undefined; // never committed before the kill: the image is everything on disk
+        const end = firstCommitWhere(join(run.dir, DB_FILE), {
+          after: walBefore,
+          scratchDir: this.t.tmpDir,
+          holds: (db) => db.prepare("SELECT 1 FROM ledger WHERE partition = ? AND offset = ?").get(victim.partition, victim.offset) !== undefined,
+        });
+        // Undefined: never committed before the kill, and the image is everything on disk.
+        return end;
       },
     };
   }
