@@ -1,0 +1,55 @@
+// Mutant: a classic queue with a dead-letter route (classic queues refuse x-delivery-limit): it counts nothing, and a poison message comes back forever
+// @targets declarePoisonQueue makes a quorum queue with x-delivery-limit and a dead-letter route to a durable dead-letter queue
+// @targets a poison message is dead-lettered after exactly deliveryLimit + 1 deliveries, and the good messages around it are handled once each
+import type { Channel, ConsumeMessage } from "amqplib";
+import type { Job, JobConsumer, JobHandler, PoisonQueueSpec } from "msglab/contracts/poison-quorum";
+
+/** At-least-once dead-lettering exists from RabbitMQ 3.10 on: compare major.minor as numbers. */
+export function supportsAtLeastOnceDeadLettering(version: string): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(version);
+  if (!m) return false;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  return major > 3 || (major === 3 && minor >= 10);
+}
+
+export async function declarePoisonQueue(ch: Channel, spec: PoisonQueueSpec): Promise<void> {
+  // The dead-letter queue first, so a dead-lettered message always has somewhere to go.
+  await ch.assertQueue(spec.deadLetterQueue, { durable: true, arguments: { "x-queue-type": "quorum" } });
+  // The classic dead-letter setup: a DLX route and nothing else (classic queues refuse
+  // x-delivery-limit and x-dead-letter-strategy).
+  const args: Record<string, unknown> = {
+    "x-dead-letter-exchange": "",
+    "x-dead-letter-routing-key": spec.deadLetterQueue,
+  };
+  await ch.assertQueue(spec.queue, { durable: true, arguments: args });
+}
+
+export async function consumeJobs(ch: Channel, queue: string, handle: JobHandler): Promise<JobConsumer> {
+  await ch.prefetch(1);
+  const onMessage = async (msg: ConsumeMessage | null): Promise<void> => {
+    if (!msg) return;
+    let job: Job;
+    try {
+      job = JSON.parse(msg.content.toString("utf8")) as Job;
+    } catch {
+      // Every body is a job; one that is not can never succeed: let the broker count it out.
+      ch.reject(msg, true);
+      return;
+    }
+    try {
+      await handle(job);
+    } catch {
+      // basic.reject with requeue: a failed delivery on every version (4.3+ does not count a nack).
+      ch.reject(msg, true);
+      return;
+    }
+    ch.ack(msg);
+  };
+  const { consumerTag } = await ch.consume(queue, (msg) => void onMessage(msg), { noAck: false });
+  return {
+    async stop() {
+      await ch.cancel(consumerTag);
+    },
+  };
+}

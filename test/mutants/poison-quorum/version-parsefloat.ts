@@ -1,0 +1,55 @@
+// Mutant: the version is read with parseFloat: "3.10.8" is 3.1 and "3.9.29" is 3.9, so 3.8 and 3.9 get an argument they do not have
+// @targets declarePoisonQueue reads the broker's version: at-least-once dead-lettering from 3.10 on, 4.x included, and never before
+import type { Channel, ConsumeMessage } from "amqplib";
+import type { Job, JobConsumer, JobHandler, PoisonQueueSpec } from "msglab/contracts/poison-quorum";
+
+/** At-least-once dead-lettering exists from RabbitMQ 3.10 on: compare major.minor as numbers. */
+export function supportsAtLeastOnceDeadLettering(version: string): boolean {
+  return parseFloat(version) >= 3.1;
+}
+
+export async function declarePoisonQueue(ch: Channel, spec: PoisonQueueSpec): Promise<void> {
+  // The dead-letter queue first, so a dead-lettered message always has somewhere to go.
+  await ch.assertQueue(spec.deadLetterQueue, { durable: true, arguments: { "x-queue-type": "quorum" } });
+  const args: Record<string, unknown> = {
+    "x-queue-type": "quorum",
+    // Always explicit: 4.x defaults quorum queues to 20, 3.x to no limit at all.
+    "x-delivery-limit": spec.deliveryLimit,
+    "x-dead-letter-exchange": "",
+    "x-dead-letter-routing-key": spec.deadLetterQueue,
+  };
+  if (supportsAtLeastOnceDeadLettering(String(ch.connection.serverProperties.version ?? ""))) {
+    args["x-dead-letter-strategy"] = "at-least-once";
+    args["x-overflow"] = "reject-publish";
+  }
+  await ch.assertQueue(spec.queue, { durable: true, arguments: args });
+}
+
+export async function consumeJobs(ch: Channel, queue: string, handle: JobHandler): Promise<JobConsumer> {
+  await ch.prefetch(1);
+  const onMessage = async (msg: ConsumeMessage | null): Promise<void> => {
+    if (!msg) return;
+    let job: Job;
+    try {
+      job = JSON.parse(msg.content.toString("utf8")) as Job;
+    } catch {
+      // Every body is a job; one that is not can never succeed: let the broker count it out.
+      ch.reject(msg, true);
+      return;
+    }
+    try {
+      await handle(job);
+    } catch {
+      // basic.reject with requeue: a failed delivery on every version (4.3+ does not count a nack).
+      ch.reject(msg, true);
+      return;
+    }
+    ch.ack(msg);
+  };
+  const { consumerTag } = await ch.consume(queue, (msg) => void onMessage(msg), { noAck: false });
+  return {
+    async stop() {
+      await ch.cancel(consumerTag);
+    },
+  };
+}
