@@ -16,13 +16,14 @@ const runs = Number(process.env.BENCH_RUNS ?? 5);
 const bin = join(LAB_ROOT, "bin", "msglab.js");
 const env = { ...process.env, MSGLAB_WORKSPACE: join(LAB_ROOT, ".bench", "ws"), FORCE_COLOR: "0" };
 
-/** Exercises whose grader restarts the learner's process after a crash. */
-const CRASH_HARNESS = new Set(["at-least-once-consumer", "outbox-write", "outbox-relay"]);
+/** Exercises whose grader SIGKILLs the learner's process at a chosen point and starts another on what it left. */
+const CRASH_HARNESS = new Set(["at-least-once-consumer", "account-funding-saga", "outbox-write", "retry-dlq-consumer", "poison-quorum", "outbox-relay"]);
 
 function targetFor(ex: Exercise): { label: string; seconds: number } {
   if (ex.brokers.includes("kafka")) return { label: "Kafka", seconds: 3 };
   if (CRASH_HARNESS.has(ex.id)) return { label: "crash harness", seconds: 2.5 };
   if (ex.brokers.includes("rabbitmq")) return { label: "RabbitMQ", seconds: 1.5 };
+  if (ex.brokers.includes("zeromq")) return { label: "ZeroMQ", seconds: 1.5 };
   return { label: "broker-less / SQLite", seconds: 0.3 };
 }
 

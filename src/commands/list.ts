@@ -53,7 +53,7 @@ export async function list(opts: ListOptions): Promise<number> {
       printLine(style.title(`\n${topic}`));
     }
     const seed = r.seed ? style.dim(` [${r.seed}]`) : "";
-    printLine(`  ${String(r.order).padStart(2)}. ${r.id.padEnd(28)} ${label[r.status].padEnd(22)} ${r.title}${seed} ${style.dim(r.brokers.join("+"))}`);
+    printLine(`  ${String(r.order).padStart(2)}. ${r.id.padEnd(28)} ${label[r.status].padEnd(22)} ${r.title}${seed} ${style.dim(r.brokers.join("+") || "no broker")}`);
   }
   printLine(`\n  progress ${progressBar(rows.filter((r) => r.status === "passed").length, rows.length)}`);
   printLine(style.dim(`  next: msglab run <id>   (workspace: ${config.workspace})`));

@@ -104,6 +104,31 @@ describe("WirePublishes", () => {
     expect(wire.publishes.slice(1).every((p) => p.confirm?.passedAt != null)).toBe(true);
   });
 
+  it("refuse() turns the broker's ack into a nack of the same tag and flag, in the very bytes the proxy forwards", () => {
+    const { proxy, toBroker, toClient } = fakeProxy();
+    const wire = new WirePublishes(proxy);
+    toBroker(method("ConfirmSelect", 1, { nowait: false }));
+    for (let i = 1; i <= 3; i++) {
+      const content = Buffer.from("x");
+      toBroker(method("BasicPublish", 1, { ticket: 0, exchange: "", routingKey: "q", mandatory: false, immediate: false }));
+      toBroker(header(1, content.length, { messageId: `m${i}` }));
+      toBroker(body(1, content));
+    }
+    wire.refuse((c) => c.covered.some((p) => p.properties?.messageId === "m2"));
+    toClient(method("BasicAck", 1, { deliveryTag: 1, multiple: false }));
+    const refused = method("BasicAck", 1, { deliveryTag: 3, multiple: true });
+    toClient(refused);
+    expect(wire.confirms.map((c) => [c.how, c.refused ?? false])).toEqual([
+      ["ack", false],
+      ["nack", true],
+    ]);
+    // What the client gets decodes as basic.nack, delivery tag 3, multiple, no requeue.
+    const decoded = (defs.decode as (id: number, buf: Buffer) => Record<string, unknown>)(refused.raw.readUInt32BE(7), refused.raw.subarray(11, refused.raw.length - 1));
+    expect(refused.raw.readUInt16BE(9)).toBe(120);
+    expect(decoded).toMatchObject({ deliveryTag: 3, multiple: true, requeue: false });
+    expect(wire.publishes.map((p) => p.confirm?.how)).toEqual(["ack", "nack", "nack"]);
+  });
+
   it("reads the headers of a delivery", () => {
     const { proxy, toClient } = fakeProxy();
     const wire = new WirePublishes(proxy);

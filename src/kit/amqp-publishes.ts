@@ -31,6 +31,11 @@ export interface ConfirmSeen {
   at: number;
   /** The publishes it settled (with `multiple`, every unconfirmed one up to `tag`). */
   covered: WirePublish[];
+  /**
+   * The broker acked, and the grader turned the ack into a nack on its way (see `refuse`): the
+   * client was told the broker refused publishes it in fact has. `how` is what the client saw.
+   */
+  refused?: boolean;
   /** performance.now() when the proxy let it through to the client; null while it is held. */
   passedAt: number | null;
 }
@@ -94,6 +99,9 @@ export class WirePublishes {
   private readonly publishListeners: ((p: WirePublish) => void)[] = [];
   private readonly confirmListeners: ((c: ConfirmSeen) => void)[] = [];
   private readonly deliveryListeners: ((deliver: AmqpFrame, headers: FieldTable | null) => void)[] = [];
+
+  // refusing
+  private refuseRule: ((c: ConfirmSeen) => boolean) | null = null;
 
   // holding
   private rule: ((c: ConfirmSeen) => boolean) | null = null;
@@ -161,6 +169,17 @@ export class WirePublishes {
   hold(which?: (c: ConfirmSeen) => boolean): void {
     this.rule = which ?? (() => true);
     this.proxy.hold("toClient", (f) => this.decided.get(f) ?? this.decideOther(f));
+  }
+
+  /**
+   * From now on, each broker basic.ack that `which` picks reaches the client as a basic.nack of
+   * the same delivery tag (and multiple flag): the client is told the broker did not take those
+   * publishes, as it would be if a queue refused them, while the broker in fact has them. The
+   * client's right answer is the one to a real nack; what the broker holds then is a duplicate
+   * at worst. `which` sees the confirm as the broker sent it (`how` "ack").
+   */
+  refuse(which: (c: ConfirmSeen) => boolean): void {
+    this.refuseRule = which;
   }
 
   get holding(): boolean {
@@ -319,6 +338,15 @@ export class WirePublishes {
     const s = this.state(f);
     const covered = multiple ? [...s.unconfirmed.values()].filter((p) => p.tag <= tag) : s.unconfirmed.has(tag) ? [s.unconfirmed.get(tag)!] : [];
     const c: ConfirmSeen = { how: f.methodId === 120 ? "nack" : "ack", frame: f, link: f.link, channel: f.channel, tag, multiple, at: performance.now(), covered, passedAt: null };
+    if (c.how === "ack" && this.refuseRule?.(c)) {
+      // basic.ack and basic.nack carry the same arguments (a delivery tag, then a bit field
+      // whose first bit is multiple; nack's second, requeue, stays 0): only the method id differs.
+      // The proxy forwards this very buffer, after every tap has seen it.
+      f.raw.writeUInt16BE(120, 9);
+      f.methodId = 120;
+      c.how = "nack";
+      c.refused = true;
+    }
     for (const p of covered) {
       p.confirm = c;
       s.unconfirmed.delete(p.tag);

@@ -220,11 +220,14 @@ export class World {
   onCall: ((call: Call) => void) | null = null;
   private readonly byKey = new Map<string, unknown>();
   private serial = 0;
+  private faultTurn = 0;
+  private readonly faultStart: number;
 
   constructor(
     readonly t: T,
     file = "saga.db",
   ) {
+    this.faultStart = t.rng.int(0, 2);
     this.dbPath = join(t.sharedDir, file);
     this.db = new Database(this.dbPath);
     this.db.pragma("journal_mode = WAL");
@@ -284,7 +287,8 @@ export class World {
   }
 
   private fundingOf(method: Method, req: Record<string, unknown>): Funding | null {
-    const by = (pred: (f: Funding) => boolean) => this.fundings.find(pred) ?? null;
+    // A customer may fund one account twice (one after the other): the one not judged yet is running.
+    const by = (pred: (f: Funding) => boolean) => this.fundings.find((f) => !f.judged && pred(f)) ?? this.fundings.find(pred) ?? null;
     switch (method) {
       case "debit":
         return by((f) => f.plan.cmd.paymentId === req.paymentId);
@@ -371,11 +375,25 @@ export class World {
           ? new ServiceFault("LedgerRefused", `account ${funding.plan.cmd.accountId} is frozen (grader's fault #${n})`, "account_frozen")
           : method === "send"
             ? new ServiceFault("NotificationBounced", `mailbox of ${funding.plan.cmd.accountId} is full (grader's fault #${n})`, "mailbox_full")
-            : method === "reverse"
-              ? new ServiceFault("LedgerTimeout", `ledger timed out reversing ${funding.entryId} (grader's fault #${n})`, "timeout")
-              : new ServiceFault("PaymentsTimeout", `payments timed out refunding ${funding.transferId} (grader's fault #${n})`, "timeout");
+            : this.compensationFault(method, method === "reverse" ? `reversing ${funding.entryId}` : `refunding ${funding.transferId}`, n);
     (funding.errors[method] ??= []).push(e);
     return e;
+  }
+
+  /**
+   * A failed compensation attempt: a timeout, a 503 or a dropped connection, in turn from a point
+   * the seed picks, so that every funding whose compensation fails twice sees two kinds (code that
+   * retries only what looks like a timeout gives up too early).
+   */
+  private compensationFault(method: "reverse" | "refund", doing: string, n: number): ServiceFault {
+    const service = method === "reverse" ? "ledger" : "payments";
+    const Service = method === "reverse" ? "Ledger" : "Payments";
+    const kinds = [
+      () => new ServiceFault(`${Service}Timeout`, `${service} timed out ${doing} (grader's fault #${n})`, "timeout"),
+      () => new ServiceFault(`${Service}Unavailable`, `${service} answered 503 Service Unavailable ${doing} (grader's fault #${n})`, "unavailable"),
+      () => new ServiceFault(`${Service}ConnectionReset`, `connection to ${service} reset ${doing} (grader's fault #${n})`, "ECONNRESET"),
+    ];
+    return kinds[(this.faultTurn++ + this.faultStart) % kinds.length]!();
   }
 
   private kill(proc: Proc, call: Call): Promise<undefined> {
@@ -412,6 +430,9 @@ export class World {
   // The order in which concurrent answers arrive
 
   private runs: Run[] | null = null;
+  private runsProc: Proc | null = null;
+  /** Bumped at every call and every funding that settles while fundings run together. */
+  private pumpGen = 0;
 
   /**
    * Called by the learner's process right after each call, before the call's promise may settle.
@@ -433,9 +454,28 @@ export class World {
   private pump(): void {
     const runs = this.runs;
     if (!runs) return;
+    const gen = ++this.pumpGen;
     const live = runs.filter((r) => !r.over);
-    if (!live.length || !live.every((r) => r.held)) return;
-    const oldest = live.reduce((a, b) => (a.held!.call.n <= b.held!.call.n ? a : b));
+    if (!live.some((r) => r.held)) return;
+    if (!live.every((r) => r.held)) {
+      // A fund() neither over nor waiting for an answer is on its way to its next call, or waits
+      // for something of the learner's own (one funding at a time, a queue). Once the process has
+      // had a few turns with nothing new (no call, no funding settled), the oldest answer goes.
+      this.runsProc?.host.turns().then(
+        () => {
+          if (gen === this.pumpGen && this.runs === runs) this.releaseOldest(runs);
+        },
+        () => {},
+      );
+      return;
+    }
+    this.releaseOldest(runs);
+  }
+
+  private releaseOldest(runs: Run[]): void {
+    const held = runs.filter((r) => !r.over && r.held);
+    if (!held.length) return;
+    const oldest = held.reduce((a, b) => (a.held!.call.n <= b.held!.call.n ? a : b));
     const { release } = oldest.held!;
     oldest.held = null;
     release();
@@ -445,6 +485,7 @@ export class World {
   async together(proc: Proc, fs: Funding[], each: (f: Funding, run: Promise<"settled" | "killed">) => Promise<unknown> = (_f, r) => r): Promise<void> {
     const runs: Run[] = fs.map((funding) => ({ funding, held: null, over: false }));
     this.runs = runs;
+    this.runsProc = proc;
     try {
       await Promise.all(
         runs.map((r) =>
@@ -456,6 +497,7 @@ export class World {
       );
     } finally {
       this.runs = null;
+      this.runsProc = null;
       for (const r of runs) r.held?.release();
     }
   }

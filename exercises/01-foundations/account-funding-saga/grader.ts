@@ -147,6 +147,52 @@ async function chain(t: T, queue: Plan[], file: string): Promise<void> {
   await world.noLateCalls();
 }
 
+/**
+ * Three fundings (one succeeds, one whose credit fails, one whose notification fails) run at the
+ * same time in one process, which the grader SIGKILLs at a call of one of them (the seed picks
+ * which funding, which call after the first, before or after its effect). The others are in
+ * flight then: each has its latest call answered by the service, the answer not yet back in the
+ * process. A new process's recover() must finish every one of them.
+ */
+async function crashTogether(t: T, file: string): Promise<void> {
+  const world = new World(t, file);
+  const proc = await world.open(await t.host());
+  const next = t.host().then((h) => world.open(h));
+  next.catch(() => {});
+  const fs = t.rng.shuffle<Omit<Plan, "cmd">>([{}, { fail: "credit" }, { fail: "send" }]).map((p) => world.add({ cmd: newCommand(t.rng), ...p }));
+  const victim = t.rng.pick(fs);
+  // Its second or third call: the answers come round-robin, so by then every other funding has
+  // made a call too, and none has been given the answer of its third (none is over).
+  const at = t.rng.int(1, 2);
+  // A failing step does nothing: there is no "after" its effect.
+  const when = model(victim.plan).calls[at]!.ok ? t.rng.pick(["before", "after"] as const) : "before";
+  victim.plan.kills = [{ at, when }];
+  await world.together(proc, fs);
+  const ids = fs.map((f) => `${q(f.plan.cmd.fundingId)} (${outcomeOf(f.plan)})`).join(", ");
+  // Its call never came: what the fundings did is wrong, and judging them says how.
+  if (!proc.killed) for (const f of fs) world.judge(f, `Fundings ${ids} ran at the same time in one process`);
+  const inFlight = fs.filter((f) => f !== victim && !f.settled);
+  // One that made no call (the learner's code runs one funding at a time) and has no row never started.
+  const unborn = inFlight.filter((f) => !f.calls.length && !world.row(f.plan.cmd.fundingId));
+  for (const f of inFlight) {
+    // Its call was answered by the service, and the answer died with the process: to be made again.
+    const last = f.calls.at(-1);
+    if (!last) continue;
+    last.answer = "killed";
+    f.plan.kills = [{ at: last.modelIndex, when: "after" }];
+  }
+  const second = await next;
+  await world.recover(second);
+  for (const f of unborn) {
+    if (f.calls.length) t.fail(`Funding ${q(f.plan.cmd.fundingId)} had no row in fundings and had made no call when the grader SIGKILLed your process, yet recover() in a new process called ${callsText(f.calls)} for it.`);
+    f.judged = true;
+  }
+  const c = model(victim.plan).calls[at]!;
+  const context = `Fundings ${ids} ran at the same time in one process; the grader SIGKILLed it inside ${label(c.method)} of ${q(victim.plan.cmd.fundingId)}, ${when === "before" ? "before the service did anything" : "after the service had done it"}, while ${inFlight.length ? inFlight.map((f) => q(f.plan.cmd.fundingId)).join(" and ") : "no other funding"} waited for an answer, and a new process called recover(), which must finish every one of them`;
+  for (const f of fs) if (!unborn.includes(f)) world.judge(f, context);
+  await world.noLateCalls();
+}
+
 export default defineGrader<Submission>({
   exports: { createFundingSaga: "function" },
   // Plain calls on a database of the check's own; the crash checks start processes of their own.
@@ -157,10 +203,14 @@ export default defineGrader<Submission>({
       hint: "await payments.debit(...), then ledger.credit(...), then notifications.send(...), each with the command's values and an idempotency key of its own; resolve with { fundingId, transferId, entryId }. Record the funding in the fundings table before the debit and set its status to 'completed' at the end.",
       async run(t) {
         const { world, proc } = await learnerWorld(t);
-        const fs = plans(t.rng, 5).map((p) => world.add(p));
+        const ps = plans(t.rng, 5);
+        // The last one: the first one's customer funds the same account with the same amount again.
+        const { paymentId, accountId, amount } = ps[0]!.cmd;
+        ps[4]!.cmd = { ...ps[4]!.cmd, paymentId, accountId, amount };
+        const fs = ps.map((p) => world.add(p));
         await runEach(world, proc, fs.slice(0, 1), "Every step succeeded");
         await runTogether(world, proc, fs.slice(1, 4), "Three fundings ran at the same time in one process, and every step succeeded");
-        await runEach(world, proc, fs.slice(4), "Every step succeeded");
+        await runEach(world, proc, fs.slice(4), `A second funding of the same account from the same payment method, with the same amount (a new fundingId, after ${q(ps[0]!.cmd.fundingId)}); every step succeeded`);
         await world.noLateCalls();
       },
     },
@@ -241,7 +291,7 @@ export default defineGrader<Submission>({
       async run(t) {
         // Three chains at once, each on a database of its own: process k recovers what process
         // k - 1 left, then starts the next funding and is killed at that funding's crash point.
-        await Promise.all(crashPlans(t.rng).map((queue, i) => chain(t, queue, `saga-${i + 1}.db`)));
+        await Promise.all([...crashPlans(t.rng).map((queue, i) => chain(t, queue, `saga-${i + 1}.db`)), crashTogether(t, "saga-together.db")]);
       },
     },
     {
@@ -279,7 +329,9 @@ export default defineGrader<Submission>({
         const { world, proc } = await learnerWorld(t);
         const ok = world.add({ cmd: newCommand(t.rng) });
         const bad = world.add({ cmd: newCommand(t.rng), fail: t.rng.pick(["debit", "credit", "send"] as const) });
-        await runEach(world, proc, [ok, bad], "The first time");
+        // And one left needing repair: sending it again does not retry the repair either.
+        const stuck = world.add({ cmd: newCommand(t.rng), ...t.rng.pick<Omit<Plan, "cmd">>([{ fail: "send", comp: { reverse: ["throw", "throw", "throw"] } }, { fail: "credit", comp: { refund: ["throw", "apply-throw", "throw"] } }]) });
+        await runEach(world, proc, [ok, bad, stuck], "The first time");
         const again = async (p: Proc, f: Funding, where: string) => {
           const before = f.calls.length;
           const cmd = f.plan.cmd;
@@ -296,11 +348,12 @@ export default defineGrader<Submission>({
             const want = { fundingId: cmd.fundingId, transferId: f.transferId, entryId: f.entryId };
             if (!got.ok || !isSame(got.v, want)) t.fail(`${label} ${got.ok ? `resolved with ${describeValue(got.v)}` : `rejected with ${errorText(got.v)}`}; the funding completed, so it must resolve with the same ${describeValue(want)} as the first time.`);
           } else if (got.ok || (got.v as Error | null)?.name !== "DuplicateFunding") {
-            t.fail(`${label} ${got.ok ? `resolved with ${describeValue(got.v)}` : `rejected with ${errorText(got.v)}`}; the funding had failed (${outcomeOf(f.plan)}), so it must reject with a DuplicateFunding (an error named "DuplicateFunding").`);
+            t.fail(`${label} ${got.ok ? `resolved with ${describeValue(got.v)}` : `rejected with ${errorText(got.v)}`}; the funding had ${model(f.plan).status === "needs_repair" ? "been left needing repair" : "failed"} (${outcomeOf(f.plan)}), so it must reject with a DuplicateFunding (an error named "DuplicateFunding").`);
           }
         };
         await again(proc, ok, "");
         await again(proc, bad, "");
+        await again(proc, stuck, "");
         // The same command twice at once: one runs, the other is a DuplicateFunding.
         const twin = world.add({ cmd: newCommand(t.rng) });
         // Both are sent at once; the first one's debit is answered only once the second has settled.
@@ -313,14 +366,14 @@ export default defineGrader<Submission>({
         const winners = both2.filter((r) => r.ok);
         const dup = both2.filter((r) => !r.ok && (r.v as Error | null)?.name === "DuplicateFunding");
         if (winners.length !== 1 || dup.length !== 1) {
-          t.fail(`fund(${q(twin.plan.cmd.fundingId)}) was called twice at once, in one process, and the first one's debit was answered only after the second had settled: ${both2.map((r) => (r.ok ? `resolved with ${describeValue(r.v)}` : `rejected with ${errorText(r.v)}`)).join("; ")}. The first runs it; the second finds the funding in the log, still running, and must reject with a DuplicateFunding. Calls: ${callsText(twin.calls)}.`);
+          t.fail(`fund(${q(twin.plan.cmd.fundingId)}) was called twice at once, in one process, and the first one's debit was answered only once the second had settled (or your process had nothing left to do): ${both2.map((r) => (r.ok ? `resolved with ${describeValue(r.v)}` : `rejected with ${errorText(r.v)}`)).join("; ")}. The first runs it; the second finds the funding in the log, still running, and must reject with a DuplicateFunding. Calls: ${callsText(twin.calls)}.`);
         }
         twin.settled = { ok: true, value: winners[0]!.v };
         world.judge(twin, "The same command sent twice at once");
         // Another process on the same database knows them too.
         const other = await world.open(await t.host());
         await world.recover(other);
-        for (const f of [ok, bad, twin]) await again(other, f, " from another process");
+        for (const f of [ok, bad, stuck, twin]) await again(other, f, " from another process");
         await world.noLateCalls();
       },
     },

@@ -10,8 +10,11 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * blocked within a millisecond; this only makes sure it got that far on a loaded box.
  */
 const BLOCK_MS = 40;
-/** After the last request: long enough for a publish "fired and forgotten" with a short timer to show. */
-const AFTERWARDS_MS = 60;
+/**
+ * After the last request: long enough for a publish "fired and forgotten" on a timer, or a relay
+ * polling the outbox from inside the service every second, to show.
+ */
+const AFTERWARDS_MS = 2_500;
 
 async function learner(t: T, opts: { pin?: boolean } = {}): Promise<{ world: World; proc: Proc }> {
   const world = new World(t, opts);
@@ -77,6 +80,9 @@ export default defineGrader<Submission>({
         await world.cancelOk(proc, b!.orderId, newReason(t.rng));
         const again = newReason(t.rng);
         await world.refused(proc, world.cancelLabel(b!.orderId, again), () => proc.service.cancelOrder(b!.orderId, again), `order ${q(b!.orderId)} is cancelled already`);
+        // A cancelled order's id is taken too: placing it again is a duplicate, not a new order.
+        const redo: PlaceOrder = { ...newOrder(t.rng), orderId: b!.orderId };
+        await world.refused(proc, world.placeLabel(redo), () => proc.service.placeOrder(redo), `order ${q(b!.orderId)} exists already (cancelled)`);
         await world.cancelOk(proc, a!.orderId, newReason(t.rng), ", after the refused requests");
       },
     },

@@ -269,13 +269,14 @@ export default defineGrader<PriceFeedZeromqSubmission>({
               `A subscription matches a topic when the topic starts with it, delimiter included.`,
           );
         }
-        // 3. Every symbol: the others resolve.
-        tap.socket.subscribe("price.");
-        await waitUntil(t, () => !pending(short) && !pending(long), ARRIVE_MS, () => `The grader's subscriber subscribed to "price." (every tick); within ${ARRIVE_MS / 1000} s waitForSubscriber() still had not resolved for ${describeValue([short, long].filter(pending))}.`, [host]);
-        await sendNow(long, `As soon as waitForSubscriber(${describeValue(long)}) resolved on a subscription to "price."`);
+        // 3. A prefix without the delimiter (price.A of A, AA and AAPL): the others resolve.
+        const wide = `price.${short}`;
+        tap.socket.subscribe(wide);
+        await waitUntil(t, () => !pending(short) && !pending(long), ARRIVE_MS, () => `The grader's subscriber subscribed to ${describeValue(wide)}, a prefix of ${describeValue(topicOf(short))} and ${describeValue(topicOf(long))}; within ${ARRIVE_MS / 1000} s waitForSubscriber() still had not resolved for ${describeValue([short, long].filter(pending))}. A subscription covers every topic that starts with it, whatever it ends with.`, [host]);
+        await sendNow(long, `As soon as waitForSubscriber(${describeValue(long)}) resolved on a subscription to ${describeValue(wide)}`);
         // A subscription already in force: a new waiter resolves at once, with no new subscription message.
         const now = track(Promise.resolve(pub.waitForSubscriber(mid)));
-        await waitUntil(t, () => now.state() !== "pending", 1000, () => `Subscriptions to ${describeValue(topicOf(mid))} and "price." were in force (earlier waiters had resolved on them), and a new waitForSubscriber(${describeValue(mid)}) did not resolve within 1 s: it must resolve at once when a live subscription already matches.`, [host]);
+        await waitUntil(t, () => now.state() !== "pending", 1000, () => `Subscriptions to ${describeValue(topicOf(mid))} and ${describeValue(wide)} were in force (earlier waiters had resolved on them), and a new waitForSubscriber(${describeValue(mid)}) did not resolve within 1 s: it must resolve at once when a live subscription already matches.`, [host]);
         // 4. The subscriber goes away: its subscriptions no longer count.
         await tap.close();
         await sleep(400);
@@ -286,9 +287,10 @@ export default defineGrader<PriceFeedZeromqSubmission>({
         if (again.state() !== "pending") {
           t.fail(`The only subscriber closed its socket (the publisher's XPUB socket reports its subscriptions withdrawn), and 0.4 s later waitForSubscriber(${describeValue(short)}) resolved at once: a subscription that was withdrawn (a message with byte 0) no longer counts.`);
         }
-        const tap2 = await Tap.connect(t, ep, { subscribe: [topicOf(short)] });
+        // A new subscriber to everything on the socket: the empty subscription covers every topic.
+        const tap2 = await Tap.connect(t, ep, { subscribe: [""] });
         tap2.start();
-        await waitUntil(t, () => again.state() !== "pending", ARRIVE_MS, () => `A new subscriber subscribed to ${describeValue(topicOf(short))}; within ${ARRIVE_MS / 1000} s waitForSubscriber(${describeValue(short)}) did not resolve.`, [host]);
+        await waitUntil(t, () => again.state() !== "pending", ARRIVE_MS, () => `A new subscriber subscribed to "" (the empty subscription: every message on the socket); within ${ARRIVE_MS / 1000} s waitForSubscriber(${describeValue(short)}) did not resolve. The empty prefix is a prefix of every topic.`, [host]);
         const ticks = Array.from({ length: t.rng.int(3, 6) }, () => ticker.tick(short));
         await learnerCall(t, "publish()", publishAll(pub, ticks));
         await waitUntil(t, () => ticks.every((tk) => tap2.has(tickId(tk))), ARRIVE_MS, () => `A new subscriber subscribed; waitForSubscriber() resolved; of the ${ticks.length} ticks then published it received ${ticks.filter((tk) => tap2.has(tickId(tk))).length}.`, [host]);

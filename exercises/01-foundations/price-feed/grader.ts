@@ -67,6 +67,17 @@ function pickSymbols(t: T, n: number): string[] {
   return t.rng.shuffle([one, ...rest.slice(0, n - 1)]);
 }
 
+/** Symbols of 1 to 6 upper-case letters and digits made up for one run, none of SYMBOLS. */
+function freshSymbols(t: T, n: number): string[] {
+  const chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  const out: string[] = [];
+  while (out.length < n) {
+    const s = t.rng.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ".split("")) + Array.from({ length: t.rng.int(0, 5) }, () => t.rng.pick(chars.split(""))).join("");
+    if (!SYMBOLS.includes(s) && !out.includes(s)) out.push(s);
+  }
+  return out;
+}
+
 /** The symbols a subscription asks for, as ticks can be made for them. */
 function trafficFor(symbols: string[]): string[] {
   return symbols.includes("*") ? SYMBOLS : symbols;
@@ -269,16 +280,18 @@ export default defineGrader<PriceFeedSubmission>({
         const c = t.rng.pick(SYMBOLS);
         // Every run: more words after price. (price.# takes them), none (price.# takes it too), another first word (# takes it).
         const noise = [`price.${c}.depth`, `price.${c}.${t.rng.pick(SYMBOLS)}`, "price", `trade.${c}`, "status"].map((k) => ticker.noiseItem(k));
-        const items = ticker.items(SYMBOLS, t.rng.int(20, 30));
+        // Every symbol is every symbol: also two made up for this run, which no list of known ones has.
+        const universe = [...SYMBOLS, ...freshSymbols(t, 2)];
+        const items = ticker.items(universe, t.rng.int(24, 32));
         const mixed = [...items];
         for (const n of noise) mixed.splice(t.rng.int(0, mixed.length), 0, n);
-        const last = ticker.item(t.rng.pick(SYMBOLS));
+        const last = ticker.item(t.rng.pick(universe));
         await publish(g, [...mixed, last]);
         const want = [...items, last];
         await waitFor(t, s, last, want);
         await settle([s.host]);
         const problem = judgeReceived(s, want);
-        if (problem) t.fail(`The subscriber asked for every symbol (["*"]), and the grader published ticks plus messages with routing keys ${describeValue(noise.map((n) => n.key))}: ${problem}`);
+        if (problem) t.fail(`The subscriber asked for every symbol (["*"]), and the grader published ticks of ${describeValue(universe)} plus messages with routing keys ${describeValue(noise.map((n) => n.key))}: ${problem}`);
       },
     },
     {
@@ -560,7 +573,7 @@ export default defineGrader<PriceFeedSubmission>({
     },
     {
       name: "stop() cancels the consumer, removes the queue, and no tick reaches onTick after it",
-      hint: "stop(): await ch.cancel(consumerTag). With an auto-delete queue, the broker deletes the queue once its last consumer is cancelled.",
+      hint: "stop(): await ch.cancel(consumerTag), and drop the deliveries still waiting in your process (a flag checked before each onTick call). With an auto-delete queue, the broker deletes the queue once its last consumer is cancelled.",
       timeoutMs: 12000,
       async run(t) {
         const g = await graderSide(t);
@@ -572,9 +585,22 @@ export default defineGrader<PriceFeedSubmission>({
         await publish(g, items);
         await waitFor(t, s, items[items.length - 1]!, items);
         const { queue } = queueOf(t, s);
+        // Then onTick blocks on a tick, with more ticks behind it: whatever the prefetch let into the
+        // process is there when stop() is called.
+        const stalledAt = s.rec.calls.length + 1;
+        s.rec.stallFrom = stalledAt;
+        const behind = ticker.items(traffic, t.rng.int(12, 20));
+        await publish(g, behind);
+        await waitUntil(t, () => s.rec.calls.length >= stalledAt, ARRIVE_MS, () => `${cap(s.label)}: within ${ARRIVE_MS / 1000} s, ${judgeReceived(s, [...items, ...behind]) ?? "onTick did not get the next tick"}`, [s.host]);
+        await sleep(150);
+        await settle([s.host]);
         s.proxy.hold("toClient", isStopConfirm);
         let resolved = false;
-        const stopping = s.subscription!.stop().then(() => void (resolved = true));
+        let callsAtStop = -1;
+        const stopping = s.subscription!.stop().then(() => {
+          resolved = true;
+          callsAtStop = s.rec.calls.length;
+        });
         stopping.catch(() => (resolved = true));
         await waitUntil(t, () => s.proxy.heldCount > 0 || resolved, 3000, () => `stop() was called; within 3 s the subscriber sent nothing the broker confirmed (no basic.cancel, channel close or queue delete).`, [s.host]);
         if (resolved && s.proxy.heldCount === 0) {
@@ -585,11 +611,25 @@ export default defineGrader<PriceFeedSubmission>({
         await settle([s.host]);
         if (resolved) t.fail(`stop() resolved while the grader held the broker's confirmation (cancel-ok) for ${HOLD_MS} ms: it must resolve only once the broker has cancelled the consumer.`);
         s.proxy.release();
+        // onTick stays blocked until stop() has resolved (or for a second: stop() may wait for the call in progress).
+        for (const until = Date.now() + 1000; !resolved && Date.now() < until; ) await sleep(10);
+        await settle([s.host]);
+        s.rec.release();
         await t.within("stop()", CALL_MS, stopping).catch((e) => {
           if ((e as Error)?.name === "CheckFailure") throw e;
           t.fail(`stop() threw: ${brokerText(e)}`);
         });
-        const calls = s.rec.calls.length;
+        const calls = callsAtStop;
+        await sleep(100);
+        await settle([s.host]);
+        if (s.rec.calls.length > calls) {
+          const held = deliveredIds(s).filter((id) => behind.some((b) => b.id === id)).length;
+          t.fail(
+            `onTick was blocked on ${describeValue(s.rec.calls[stalledAt - 1]!.id)} when stop() was called, with ${held} of the ${behind.length} ticks published after it already delivered to the subscriber's process; ` +
+              `once stop() had resolved and onTick was let go, onTick was called ${s.rec.calls.length - calls} more time(s) (${describeValue(s.rec.calls[calls]!.id)} first). ` +
+              `Once stop() has resolved, onTick is not called again: the deliveries still waiting in your process are dropped.`,
+          );
+        }
         let seen: Awaited<ReturnType<typeof probeQueue>> = "exclusive";
         await waitUntil(
           t,

@@ -284,6 +284,11 @@ export class Ledger {
     return this.byId.get(id);
   }
 
+  /** Forgets these messages' publishes, so that the next publish of the same messageId (a retry) is the one tracked. */
+  forget(ids: string[]): void {
+    for (const id of ids) this.byId.delete(id);
+  }
+
   /** How many of these messages have crossed the proxy. */
   crossed(ids: string[]): number {
     let n = 0;

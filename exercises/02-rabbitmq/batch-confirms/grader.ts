@@ -1,7 +1,7 @@
 import type { GetMessage } from "amqplib";
 import { defineGrader, describeValue } from "../../../src/kit/index.ts";
 import type { AmqpFrame } from "../../../src/kit/index.ts";
-import type { BatchConfirmsSubmission, BatchPublisher } from "../../../src/contracts/batch-confirms.ts";
+import type { BatchConfirmsSubmission, BatchPublisher, OutgoingMessage } from "../../../src/contracts/batch-confirms.ts";
 import { DEFAULT_BATCH_CONFIRM_TIMEOUT_MS } from "../../../src/contracts/batch-confirms.ts";
 import {
   BatchCall,
@@ -41,6 +41,8 @@ const BIG_MIN = 2100;
 const BIG_MAX = 2600;
 /** With every confirm held, no new publish of the batch for this long means the code is waiting for confirms. */
 const STALL_MS = 1500;
+/** With the first of two concurrent batches answered (the answers held), no publish of the second for this long means it waits its turn. */
+const QUEUED_MS = 300;
 /**
  * The timing check: the proxy delays every frame by LATENCY_MS (a network between services; on
  * localhost a round trip is a fraction of a millisecond, and waiting per message costs little).
@@ -253,6 +255,7 @@ export default defineGrader<BatchConfirmsSubmission>({
         // The seed picks the order, the sizes and where "middle" and "two" fall.
         const modes = t.rng.shuffle(["the first message", "a message in the middle", "the last message", "two neighbouring messages"] as const);
         let done = 0;
+        const retried: OutgoingMessage[] = [];
         for (const mode of modes) {
           const n = t.rng.int(6, 14);
           const mid = t.rng.int(1, n - 2);
@@ -282,9 +285,24 @@ export default defineGrader<BatchConfirmsSubmission>({
             t.fail(`${setting} But the broker ${wronglyNacked.length ? `nacked ${listIds(wronglyNacked)}` : `acked ${listIds(wronglyAcked)}`}: publish each message with its own routing key (messages ${where} had "${badKey}", the others "${goodKey}").`);
           }
           mustRejectWith(t, call, nackedIds, setting);
+          batch.forEach((m, i) => bad.has(i) && retried.push({ ...m, routingKey: goodKey }));
           done++;
         }
-        // The publisher keeps working after its failed batches, and what was acked is on the broker.
+        // The caller publishes the nacked messages again, with the same messageIds (now to a key
+        // with room): the retry settles on the new publishes' confirms (held for a while), not on
+        // the old nacks.
+        const again = t.rng.shuffle(retried);
+        w.ledger.forget(again.map((m) => m.messageId));
+        w.wire.hold();
+        const retry = new BatchCall("the retry", again, pub, w.pulse);
+        const setting = `After ${done} batches that were rejected for nacks, publishBatch() was called with the ${again.length} nacked messages again (the same messageIds, now to a key with room). The grader held the broker's answers (all acks) for a while.`;
+        const early = settledEarly(w, retry, setting);
+        await w.pulse.until(() => w.ledger.answered(retry.ids), 3000, () => `${setting} Within 3 s the broker had not answered for every message: ${w.ledger.fate(retry.ids.find((id) => !w.ledger.of(id)?.confirm)!)}.`, early);
+        await w.pulse.watch(300, early);
+        w.wire.release();
+        await w.pulse.until(() => retry.state !== "pending", SETTLE_MS, () => `${setting} Once the acks were let through, ${retry.label} ${retry.outcome}.`);
+        mustResolve(t, retry, `${setting} Once the acks were let through,`);
+        // The publisher keeps working after its failed batches.
         const after = new BatchCall("a batch after the failed ones", makeBatch(t.rng, "after", t.rng.int(3, 6), () => goodKey), pub, w.pulse);
         await w.pulse.until(() => after.state !== "pending", 5000, () => `After ${done} batches that were rejected for nacks, ${after.label} ${after.outcome}: a failed batch must not break the publisher.`);
         mustResolve(t, after, `After ${done} batches that were rejected for nacks,`);
@@ -385,9 +403,10 @@ export default defineGrader<BatchConfirmsSubmission>({
         const dB = dA + t.rng.int(500, 700);
         const pubA = await newPublisher(t, w.host, w.conn, w.exchange, { confirmTimeoutMs: dA });
         const pubB = await newPublisher(t, w.host, w.conn, w.exchange, { confirmTimeoutMs: dB });
-        const key = randomKey(t.rng);
+        const [key, badKey] = twoKeys(t.rng);
         const queue = t.names.queue("late");
-        await w.obs.queue(t, queue, w.exchange, [key]);
+        const full = t.names.queue("full");
+        await Promise.all([w.obs.queue(t, queue, w.exchange, [key]), w.obs.fullQueue(t, full, w.exchange, badKey)]);
         const intro = `Publishers A ({ confirmTimeoutMs: ${dA} }) and B ({ confirmTimeoutMs: ${dB} }) share one connection; each published a batch, confirmed as usual.`;
         const warmA = new BatchCall("A's first batch", makeBatch(t.rng, "wA", 3, () => key), pubA, w.pulse);
         const warmB = new BatchCall("B's first batch", makeBatch(t.rng, "wB", 3, () => key), pubB, w.pulse);
@@ -395,16 +414,18 @@ export default defineGrader<BatchConfirmsSubmission>({
         mustResolve(t, warmA, "With nothing held back,");
         mustResolve(t, warmB, "With nothing held back,");
 
-        // A's batch: the first k-1 messages are confirmed, the rest are not (their confirms held).
-        // B's batch: no confirm at all. Each must reject at its own deadline, counted from its call.
+        // A's batch: the first k-1 messages are answered (one of them nacked: a full queue), the
+        // rest are not (their confirms held). B's batch: no confirm at all. Each must reject at its
+        // own deadline, counted from its call, naming the nacked message too.
         const nA = t.rng.int(6, 12);
         const k = t.rng.int(2, nA);
+        const badAt = t.rng.int(0, k - 2);
         const gate = stopAtPublish(w, 1, k);
-        const a = new BatchCall("A's batch", makeBatch(t.rng, "A", nA, () => key), pubA, w.pulse);
+        const a = new BatchCall("A's batch", makeBatch(t.rng, "A", nA, (i) => (i === badAt ? badKey : key)), pubA, w.pulse);
         await w.pulse.until(
           () => gate.stoppedAt !== null && w.ledger.passed(a.ids.slice(0, k - 1)),
           3000,
-          () => `${intro} Then A published ${nA} messages; within 3 s ${gate.stoppedAt ? `the broker's acks for the first ${k - 1} had not all reached your connection (${w.ledger.fate(a.ids.find((id) => !w.ledger.of(id)?.confirm?.passedAt)!)})` : `only ${w.ledger.crossed(a.ids)} had been published`}.`,
+          () => `${intro} Then A published ${nA} messages; within 3 s ${gate.stoppedAt ? `the broker's answers for the first ${k - 1} had not all reached your connection (${w.ledger.fate(a.ids.find((id) => !w.ledger.of(id)?.confirm?.passedAt)!)})` : `only ${w.ledger.crossed(a.ids)} had been published`}.`,
         );
         const heldIds = new Set(a.ids.slice(k - 1));
         const nB = t.rng.int(4, 10);
@@ -413,7 +434,7 @@ export default defineGrader<BatchConfirmsSubmission>({
         w.wire.hold((c) => c.covered.some((p) => heldIds.has(String(p.properties?.messageId))));
         gate.open();
         const b = new BatchCall("B's batch", bBatch, pubB, w.pulse);
-        const setting = `${intro} Then A published ${nA} messages, of which the broker's acks for the first ${k - 1} reached your code and those of the other ${nA - k + 1} were held at the proxy; B published ${nB}, all of whose acks were held.`;
+        const setting = `${intro} Then A published ${nA} messages, of which the broker's answers for the first ${k - 1} reached your code (#${badAt + 1} went to a full queue and was nacked, the others were acked) and those of the other ${nA - k + 1} were held at the proxy; B published ${nB}, all of whose acks were held.`;
         const deadlineOf = (c: BatchCall) => (c === a ? dA : dB);
         const fault = (c: BatchCall): string | null => {
           const d = deadlineOf(c);
@@ -431,7 +452,7 @@ export default defineGrader<BatchConfirmsSubmission>({
         for (const c of [a, b]) {
           const f = fault(c);
           if (f) t.fail(f);
-          const expected = c.ids.filter((id) => !w.ledger.of(id)?.confirm?.passedAt || w.ledger.of(id)!.confirm!.passedAt! > c.settledAt!);
+          const expected = c.ids.filter((id) => !w.ledger.of(id)?.confirm?.passedAt || w.ledger.of(id)!.confirm!.passedAt! > c.settledAt! || w.ledger.of(id)!.confirm!.how === "nack");
           mustRejectWith(t, c, expected, `${setting} At its deadline (${deadlineOf(c)} ms),`);
         }
 
@@ -466,14 +487,15 @@ export default defineGrader<BatchConfirmsSubmission>({
           const b = new BatchCall("the batch called second", makeBatch(t.rng, `${nackIn}B`, nB, badOf("second")), pub, w.pulse);
           const [nacked, clean] = nackIn === "first" ? [a, b] : [b, a];
           const badId = nacked.ids[badAt]!;
-          const setting = `Two publishBatch() calls ran at once on one publisher: ${nA} messages, then ${nB}. Message #${badAt + 1} of ${nacked.label} went to a full queue and was nacked; every other message was acked. The grader held the answers until the broker had given all of them, then let them through.`;
+          const setting = `Two publishBatch() calls ran at once on one publisher: ${nA} messages, then ${nB}. Message #${badAt + 1} of ${nacked.label} went to a full queue and was nacked; every other message was acked. The grader held the answers until the broker had given all of them (all of the first batch's, when the second waited its turn), then let them through.`;
           const both = [...a.ids, ...b.ids];
-          await w.pulse.until(
-            () => w.ledger.answered(both),
-            3000,
-            () => `${setting} Within 3 s the broker had not answered for every message: ${w.ledger.fate(both.find((id) => !w.ledger.of(id)?.confirm)!)}.`,
-            () => settledEarly(w, a, setting)() ?? settledEarly(w, b, setting)(),
-          );
+          const early = () => settledEarly(w, a, setting)() ?? settledEarly(w, b, setting)();
+          const unanswered = () => `${setting} Within 3 s the broker had not answered for every message: ${w.ledger.fate(both.find((id) => !w.ledger.of(id)?.confirm)!)}.`;
+          // A publisher may run its batches one after another: then the second is published only
+          // once the first has settled, after the answers are let through.
+          await w.pulse.until(() => w.ledger.answered(a.ids) && (w.ledger.crossed(b.ids) === 0 || w.ledger.answered(b.ids)), 3000, unanswered, early);
+          if (w.ledger.crossed(b.ids) === 0) await w.pulse.watch(QUEUED_MS, early);
+          if (w.ledger.crossed(b.ids) > 0) await w.pulse.until(() => w.ledger.answered(both), 3000, unanswered, early);
           w.wire.release();
           await w.pulse.until(() => a.state !== "pending" && b.state !== "pending", SETTLE_MS, () => `${setting} ${ms(SETTLE_MS)} after every answer reached your connection, ${a.label} ${a.outcome} and ${b.label} ${b.outcome}.`);
           if (clean.state === "rejected") {

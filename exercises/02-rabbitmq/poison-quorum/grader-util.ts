@@ -339,7 +339,8 @@ export function idOfBody(body: Buffer): string | null {
 
 // ---------------------------------------------------------------- the handler
 
-export type Act = "ok" | "fail" | "hold" | "kill";
+/** "slow": succeeds, after the Handler's `slowMs` instead of a millisecond or two. */
+export type Act = "ok" | "slow" | "fail" | "hold" | "kill";
 
 export interface Call {
   n: number;
@@ -370,7 +371,7 @@ export class Handler {
   constructor(
     private readonly wire: WireDeliveries,
     decide: (call: Call) => Act,
-    opts: { rng: Rng; onKill?: (call: Call) => unknown },
+    opts: { rng: Rng; onKill?: (call: Call) => unknown; slowMs?: number },
   ) {
     this.fn = (job: Job) => {
       const id = String((job as { id?: unknown } | null)?.id);
@@ -388,7 +389,7 @@ export class Handler {
       this.poke();
       return new Promise<void>((resolve, reject) => {
         setTimeout(() => {
-          if (act === "ok") {
+          if (act === "ok" || act === "slow") {
             call.state = "done";
             this.poke();
             resolve();
@@ -397,7 +398,7 @@ export class Handler {
             this.poke();
             reject(new Error(`grader: job ${id} failed (call ${call.nth} for it)`));
           }
-        }, opts.rng.int(0, 2));
+        }, act === "slow" ? (opts.slowMs ?? 0) : opts.rng.int(0, 2));
       });
     };
     // Taps run before the proxy decides what to do with a frame (hold it, say): look again a turn later too.

@@ -33,6 +33,8 @@ const FLOW_MS = 5000;
  * call that awaits them cannot resolve meanwhile; one that does not resolves within a turn or two.
  */
 const HOLD_MS = 150;
+/** A job that takes a while: longer than any "give up on a slow handler" timer short of the default ones. */
+const SLOW_MS = 2500;
 
 /** Fails unless every handler call got exactly the job that was published, carried by a delivery on the learner's channel. */
 function requireJobs(t: T, handler: Handler, published: Map<string, Job>): void {
@@ -232,19 +234,20 @@ export default defineGrader<PoisonQuorumSubmission>({
         const jobs = Array.from({ length: t.rng.int(5, 7) }, (_, i) => makeJob(t.rng, "flaky", i));
         // Every run: one job fails once, one L times (its last allowed failure: it succeeds on the
         // final delivery), one a number in between when there is one. The seed picks which jobs.
-        const [a, b, c] = t.rng.shuffle(jobs);
+        // And one job takes a while (SLOW_MS) and then succeeds: it is not a failure.
+        const [a, b, c, slow] = t.rng.shuffle(jobs);
         const failures = new Map([
           [a!.id, 1],
           [b!.id, L],
           [c!.id, t.rng.int(1, L)],
         ]);
-        const handler = new Handler(w.wire, (call) => (call.nth <= (failures.get(call.id) ?? 0) ? "fail" : "ok"), { rng: t.rng });
+        const handler = new Handler(w.wire, (call) => (call.nth <= (failures.get(call.id) ?? 0) ? "fail" : call.id === slow!.id ? "slow" : "ok"), { rng: t.rng, slowMs: SLOW_MS });
         const judge = new WireJudge(w.wire, handler);
         const published = new Map(jobs.map((j) => [j.id, j]));
         await graderPublish(w.gch, w.spec.queue, jobs);
         const consumer = await startConsumer(t, w.host, w.ch, w.spec.queue, handler);
         const plan = [...failures].map(([id, f]) => `${describeValue(id)} ${timesText(f)}`).join(", ");
-        const ctx = `With x-delivery-limit ${L}, the handler failed ${plan}, then succeeded.`;
+        const ctx = `With x-delivery-limit ${L}, the handler failed ${plan}, then succeeded, and took ${SLOW_MS / 1000} s over ${describeValue(slow!.id)} before it succeeded.`;
         const ok = await handler.until(() => judge.problem !== null || jobs.every((j) => handler.done(j.id) >= 1) || w.host.escaped.length > 0, FLOW_MS);
         if (judge.problem) t.fail(`${ctx} ${judge.problem}`);
         if (!ok) {

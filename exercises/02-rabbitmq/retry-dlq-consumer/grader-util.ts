@@ -411,15 +411,20 @@ export class World {
 
   /** The retry count (from the wire) of the failed delivery a copy answers: the latest failure of this message on the copy's connection before it. */
   // Two deliveries of one message can fail side by side in one process (a duplicate a crash left,
-  // on a consumer with a prefetch above 1): a copy answers the failure whose count it fits, once.
+  // on a consumer with a prefetch above 1): a copy answers the failure whose count it fits, once,
+  // or again when the broker refused (nacked) the copy that answered it before.
   private lastFailedCount(id: string, p: WirePublish, fits: (k: number | null) => boolean): number | null {
-    const failed = this.calls.filter((c) => c.id === id && c.state === "failed" && c.delivery?.link === p.link && (c.endedAt ?? Infinity) <= p.at + 1 && !this.answered.has(c));
+    const open = (c: Call) => {
+      const before = this.answered.get(c);
+      return before === undefined || before.confirm?.how === "nack";
+    };
+    const failed = this.calls.filter((c) => c.id === id && c.state === "failed" && c.delivery?.link === p.link && (c.endedAt ?? Infinity) <= p.at + 1 && open(c));
     const chosen = failed.find((c) => fits(c.wireCount)) ?? failed.at(-1);
     if (!chosen) return null;
-    this.answered.add(chosen);
+    this.answered.set(chosen, p);
     return chosen.wireCount;
   }
-  private readonly answered = new Set<Call>();
+  private readonly answered = new Map<Call, WirePublish>();
 
   private judgePublish(p: WirePublish): void {
     const id = p.properties?.messageId;
@@ -494,8 +499,9 @@ export class World {
       return;
     }
     // The handler failed on it.
-    const copies = this.copiesOf(id).filter((p) => p.at >= (call.endedAt ?? 0) - 1);
-    const copy = copies.find((p) => this.where(p) !== "main");
+    const copies = this.copiesOf(id).filter((p) => p.at >= (call.endedAt ?? 0) - 1 && this.where(p) !== "main");
+    // A copy the broker refused may be published again: the one that counts is the one confirmed.
+    const copy = copies.find((p) => p.confirm?.how === "ack" && p.confirm.passedAt !== null && p.confirm.passedAt <= at) ?? copies[0];
     if (s.requeue) {
       if (copy?.confirm?.how === "nack") return; // the copy was refused: handling it again is right
       return this.violate(`${head} after the handler failed on it. With requeue the broker hands it back at once: no wait, and the count in the message never changes, so a message that always fails loops forever. Publish a copy to the retry queue (x-retry-count + 1), then ack the original.`);

@@ -17,10 +17,38 @@ function describeEnd(w: World, msgs: Msg[]): string {
   return msgs.map((m) => `${describeValue(m.id)}: ${history(w, m.id)}`).join("; ") + (w.unsettledText() ? `;${w.unsettledText().replace(/\.$/, "")}` : "");
 }
 
-/** Fails unless the consumer stops: stop() resolves and the broker shows no consumer on the queue. */
+/** How long the broker's basic.cancel-ok is held while stop() must stay pending. */
+const CANCEL_HOLD_MS = 300;
+
+/**
+ * Fails unless the consumer stops: stop() resolves only once the broker's basic.cancel-ok (held
+ * for a while at the proxy) has reached it, or once its channel or connection is closed, and the
+ * broker then shows no consumer on the queue.
+ */
 async function stopCleanly(t: T, w: World, run: Run): Promise<void> {
+  const method = (f: { type: number; classId: number | null; methodId: number | null }, c: number, m: number) => f.type === 1 && f.classId === c && f.methodId === m;
+  let cancelSent = false;
+  let closeSent = false;
+  w.proxy.tap("toBroker", (f) => {
+    if (method(f, 60, 30)) cancelSent = true;
+    if (method(f, 20, 40) || method(f, 10, 50)) closeSent = true;
+  });
+  w.proxy.hold("toClient", (f) => method(f, 60, 31));
+  let stopped = false;
+  const stopping = run.consumer!.stop();
+  stopping.then(
+    () => void (stopped = true),
+    () => void (stopped = true),
+  );
+  const until = performance.now() + 3000;
+  while (w.proxy.heldCount === 0 && !closeSent && !stopped && performance.now() < until) await sleep(5);
+  await sleep(CANCEL_HOLD_MS);
+  await run.host.turns();
+  const early = stopped && cancelSent && !closeSent;
+  w.proxy.release();
+  if (early) t.fail(`stop() resolved while the broker's basic.cancel-ok was still held by the grader (for ${ms(CANCEL_HOLD_MS)}): it did not wait for the broker to confirm the cancel, and deliveries may still arrive. Await ch.cancel(consumerTag).`);
   try {
-    await t.within("stop()", 3000, run.consumer!.stop());
+    await t.within("stop()", 3000, stopping);
   } catch (e) {
     if ((e as Error)?.name === "CheckFailure") throw e;
     t.fail(`stop() threw: ${errText(e)}.`);
@@ -29,8 +57,8 @@ async function stopCleanly(t: T, w: World, run: Run): Promise<void> {
   if (after.consumerCount !== 0) t.fail(`After stop() resolved, queue "${w.topo.main}" still has ${after.consumerCount} consumer(s): stop() must cancel the consumer (await ch.cancel(consumerTag)).`);
 }
 
-/** The DLQ's messages for these ids: each once, intact, with x-retry-count maxRetries. */
-async function expectDeadLetters(t: T, w: World, dead: Msg[], setting: string): Promise<void> {
+/** The DLQ's messages for these ids: each once, intact, with x-retry-count maxRetries (or, for a message that arrived above it, one of `counts`). */
+async function expectDeadLetters(t: T, w: World, dead: Msg[], setting: string, counts = new Map<string, number[]>()): Promise<void> {
   const got = await w.drain(w.topo.dlq);
   const byId = new Map<string, GetMessage[]>();
   for (const m of got) byId.set(String(m.properties.messageId), [...(byId.get(String(m.properties.messageId)) ?? []), m]);
@@ -41,7 +69,8 @@ async function expectDeadLetters(t: T, w: World, dead: Msg[], setting: string): 
     const want = JSON.stringify(m.body);
     if (!d.content.equals(Buffer.from(want))) t.fail(`${setting} The dead letter of ${describeValue(m.id)} has body ${describeValue(d.content.toString("utf8"), 120)}; expected the original body ${describeValue(want, 120)}.`);
     const count = headerCount(d);
-    if (Number(count ?? 0) !== w.options.maxRetries) t.fail(`${setting} The dead letter of ${describeValue(m.id)} carries x-retry-count ${describeValue(count)}; after its last retry it must carry maxRetries, ${w.options.maxRetries}.`);
+    const allowed = counts.get(m.id) ?? [w.options.maxRetries];
+    if (!allowed.includes(Number(count ?? 0))) t.fail(`${setting} The dead letter of ${describeValue(m.id)} carries x-retry-count ${describeValue(count)}; ${counts.has(m.id) ? `expected ${allowed.join(" or ")}` : `after its last retry it must carry maxRetries, ${w.options.maxRetries}`}.`);
   }
   const stray = got.filter((m) => !dead.some((x) => x.id === m.properties.messageId));
   if (stray.length) t.fail(`${setting} The DLQ also holds ${stray.map((m) => describeValue(m.properties.messageId)).join(", ")}, which the handler never failed for good.`);
@@ -392,23 +421,28 @@ export default defineGrader<RetryDlqSubmission>({
         const ttl = t.rng.int(100, 150);
         const w = await World.create(t, "xdeath", { maxRetries: R, retryDelayMs: ttl, declare: true });
         const k = t.rng.int(2, 3);
-        const [m1, m2] = makeMsgs(t.rng, "h", 2) as [Msg, Msg];
+        const [m1, m2, m3] = makeMsgs(t.rng, "h", 3) as [Msg, Msg, Msg];
         const now = Math.floor(Date.now() / 1000);
         // m1: retried k times already, as RabbitMQ 3.13+ shows it: x-death's count stayed at 1.
         m1.headers = { ...m1.headers, "x-retry-count": k, "x-death": [{ count: 1, reason: "expired", queue: w.topo.retry, exchange: "", "routing-keys": [w.topo.retry], time: { "!": "timestamp", value: now } }] };
         // m2: dead-lettered elsewhere before it came here (an upstream queue, a shovel): never retried here.
         m2.headers = { ...m2.headers, "x-death": [{ count: R + 2, reason: "rejected", queue: "billing.upstream", exchange: "", "routing-keys": ["billing.upstream"], time: { "!": "timestamp", value: now } }] };
+        // m3: its count is past maxRetries already (copies that waited while maxRetries was lowered): its first failure is its last.
+        const over = R + t.rng.int(1, 3);
+        m3.headers = { ...m3.headers, "x-retry-count": over };
         w.failures.set(m1.id, Infinity);
         w.failures.set(m2.id, Infinity);
+        w.failures.set(m3.id, Infinity);
         const version = String((w.gconn as unknown as { connection?: { serverProperties?: { version?: unknown } } }).connection?.serverProperties?.version ?? "unknown");
-        const setting = `maxRetries ${R} (broker: RabbitMQ ${version}). ${describeValue(m1.id)} arrived with x-retry-count ${k} and an x-death entry for the retry queue with count 1 (what RabbitMQ 3.13 and later show after ${k} retries: the count no longer goes up when a client republishes); ${describeValue(m2.id)} arrived with no x-retry-count and an x-death entry with count ${R + 2} from another queue. Both always fail.`;
+        const setting = `maxRetries ${R} (broker: RabbitMQ ${version}). ${describeValue(m1.id)} arrived with x-retry-count ${k} and an x-death entry for the retry queue with count 1 (what RabbitMQ 3.13 and later show after ${k} retries: the count no longer goes up when a client republishes); ${describeValue(m2.id)} arrived with no x-retry-count and an x-death entry with count ${R + 2} from another queue; ${describeValue(m3.id)} arrived with x-retry-count ${over}, past maxRetries. All three always fail.`;
         await w.start();
-        await w.publish([m1, m2]);
-        await w.until(() => w.failuresOf(m1.id) >= R - k + 1 && w.failuresOf(m2.id) >= R + 1 && w.allSettled(), budget(R + 1, ttl), () => `${setting} By then: ${describeEnd(w, [m1, m2])}.`);
+        await w.publish([m1, m2, m3]);
+        await w.until(() => w.failuresOf(m1.id) >= R - k + 1 && w.failuresOf(m2.id) >= R + 1 && w.failuresOf(m3.id) >= 1 && w.allSettled(), budget(R + 1, ttl), () => `${setting} By then: ${describeEnd(w, [m1, m2, m3])}.`);
         await w.watch(ttl + QUIET_EXTRA_MS);
         if (w.callsOf(m1.id).length !== R - k + 1) t.fail(`${setting} ${history(w, m1.id)} for ${describeValue(m1.id)}; its x-retry-count says ${k} retries are behind it, so it gets ${R - k} more: ${R - k + 1} calls in all.`);
         if (w.callsOf(m2.id).length !== R + 1) t.fail(`${setting} ${history(w, m2.id)} for ${describeValue(m2.id)}; it had never been retried here (no x-retry-count), so it gets all ${R} retries: ${R + 1} calls.`);
-        await expectDeadLetters(t, w, [m1, m2], setting);
+        if (w.callsOf(m3.id).length !== 1) t.fail(`${setting} ${history(w, m3.id)} for ${describeValue(m3.id)}; its x-retry-count ${over} is past maxRetries ${R}, so its first failure sends it to the DLQ (x-retry-count >= maxRetries, not only ==).`);
+        await expectDeadLetters(t, w, [m1, m2, m3], setting, new Map([[m3.id, [over, R]]]));
       },
     },
     {
@@ -433,6 +467,35 @@ export default defineGrader<RetryDlqSubmission>({
         w.wire.release();
         await w.until(() => w.applied(p.id) >= 1 && w.applied(g.id) >= 1 && w.allSettled(), budget(2, ttl), () => `${setting} Then it let the confirm through; by then ${history(w, p.id)}.`);
         if (w.applied(p.id) !== 1) t.fail(`${setting} Then it let the confirm through; ${history(w, p.id)}: expected it applied exactly once.`);
+      },
+    },
+    {
+      name: "a retry copy the broker nacks leaves the original in the queue",
+      hint: "A nack of the copy means the broker did not take it: the original is now the only one. Nack the original with requeue (it comes straight back and the handler runs again), or publish the copy again and ack the original only after a positive confirm. Acking it, or rejecting it into the DLQ, loses the message.",
+      timeoutMs: 15000,
+      async run(t: T) {
+        const R = t.rng.int(2, 4);
+        const ttl = t.rng.int(100, 150);
+        const w = await World.create(t, "refused", { maxRetries: R, retryDelayMs: ttl, declare: true });
+        const [p, g] = makeMsgs(t.rng, "n", 2) as [Msg, Msg];
+        w.failures.set(p.id, 1);
+        // The broker takes the copy; its ack reaches the consumer as a nack. What the broker holds
+        // afterwards is a duplicate at most, so the outcome is judged on the wire: the original
+        // must not be acked (or dead-lettered) on the strength of a refused copy.
+        let refused = 0;
+        w.wire.refuse((c) => refused === 0 && c.covered.some((x) => x.properties?.messageId === p.id) && ++refused === 1);
+        await w.start();
+        await w.publish([p, g]);
+        const setting = `maxRetries ${R}, retryDelayMs ${ttl}. The handler failed ${describeValue(p.id)} once; the grader turned the broker's ack of its retry copy into a nack on its way to your consumer.`;
+        await w.until(
+          () => refused > 0 && w.applied(p.id) >= 1 && w.applied(g.id) >= 1 && w.allSettled(),
+          budget(3, ttl),
+          () => `${setting} By then ${refused ? "" : "(no copy of it had been confirmed) "}${history(w, p.id)}.${w.unsettledText()}`,
+        );
+        await w.watch(ttl + QUIET_EXTRA_MS);
+        await expectEmpty(t, w, setting);
+        const dead = await w.drain(w.topo.dlq);
+        if (dead.length) t.fail(`${setting} The DLQ holds ${dead.map((m) => describeValue(m.properties.messageId)).join(", ")}; the message failed once, with ${R} retries allowed.`);
       },
     },
   ],

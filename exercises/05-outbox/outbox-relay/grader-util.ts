@@ -626,6 +626,19 @@ export class World {
     } else if (!last.confirm.forwarded) {
       this.problem(`Your relay marked row ${row} processed while the grader was still holding the broker's confirm for it: it never waited for the confirm.`);
     }
+    // An older row that went out and was never marked (nacked, unconfirmed) is still pending: this row
+    // overtakes it. Marks are read from the hook, not the grader's connection: one transaction may mark
+    // several rows, and the grader sees none of them before it commits.
+    const order = contractOrder(this.seeded);
+    const older = order.slice(0, Math.max(0, order.findIndex((r) => r.id === e.id)));
+    const behind = older.find((r) => this.tracker.of(r.id).length > 0 && !this.events.some((x) => x.kind === "mark" && x.id === r.id));
+    if (behind) {
+      const how = this.tracker.of(behind.id).at(-1)?.confirm?.how;
+      this.problem(
+        `Your relay marked row ${row} processed while the older row ${describeValue(behind.id)} (created_at ${behind.created_at}), published before it, was still pending (its last publish ${how === "nack" ? "was nacked" : how === "ack" ? "was acked but the row never marked" : "had no confirm"}): ` +
+          `the next attempt starts from ${describeValue(behind.id)}, and ${row} is never sent after it. Mark only the rows of a pass up to the first one that failed.`,
+      );
+    }
     if (e.after.processed_at !== null) {
       const want = new Date(e.at).toISOString();
       if (e.after.processed_at !== want) {
@@ -692,7 +705,7 @@ export function errorText(e: unknown): string {
  * What the broker got, against the rows: every row at least once, first appearances in the
  * contract's order, duplicates only of rows in `mayRepeat`, each message as the contract says.
  */
-export function judgeDelivered(got: GetMessage[], rows: Seeded[], mayRepeat: Set<string>, exchange: string): string | null {
+export function judgeDelivered(got: GetMessage[], rows: Seeded[], mayRepeat: Set<string>, exchange: string, order: Seeded[] = contractOrder(rows)): string | null {
   const byId = new Map(rows.map((r) => [r.id, r]));
   const seen = new Map<string, number>();
   const firsts: string[] = [];
@@ -716,7 +729,7 @@ export function judgeDelivered(got: GetMessage[], rows: Seeded[], mayRepeat: Set
   }
   const missing = rows.filter((r) => !seen.has(r.id));
   if (missing.length) return `Row ${describeValue(missing[0]!.id)} (created_at ${missing[0]!.created_at}) never reached the broker${missing.length > 1 ? ` (${missing.length} rows missing)` : ""}.`;
-  const want = contractOrder(rows).map((r) => r.id);
+  const want = order.map((r) => r.id);
   const at = firsts.findIndex((id, i) => id !== want[i]);
   if (at >= 0) {
     const got1 = byId.get(firsts[at]!)!;

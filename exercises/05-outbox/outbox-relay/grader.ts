@@ -22,9 +22,10 @@ import {
 
 /**
  * How long the grader holds the broker's confirms, in real time, while virtual time runs far ahead:
- * longer than any confirm timeout a relay might write, on either clock.
+ * longer than any confirm timeout a relay might write, on either clock (a real-time setTimeout of a
+ * second or two included).
  */
-const HOLD_MS = 800;
+const HOLD_MS = 3000;
 
 function settingsText(s: Settings): string {
   return `batchSize ${s.batchSize}, pollIntervalMs ${s.pollIntervalMs}, baseDelayMs ${s.baseDelayMs}, maxDelayMs ${s.maxDelayMs}`;
@@ -61,6 +62,14 @@ function noSleepWhilePending(w: World, ctx: string, except: () => boolean = () =
     if (except()) return;
     const pending = w.outbox.pending();
     if (pending.length === 0) return;
+    const retried = w.events.find((e) => e.kind === "retry");
+    if (retried) {
+      w.problem(
+        `${ctx} Your relay recorded a failure on row ${describeValue(retried.id)} (error ${describeValue(retried.after.error, 80)}) and asked the clock for a sleep of ${req.ms} ms, though nothing had failed: ` +
+          `the broker had neither nacked nor closed anything. Waiting for a confirm has no timeout of its own.`,
+      );
+      return;
+    }
     w.problem(
       `${ctx} Your relay asked the clock for a sleep of ${req.ms} ms while ${pending.length} row(s) were pending (the oldest: ${describeValue(pending[0]!.id)}) and nothing had failed. ` +
         (req.ms === w.settings.pollIntervalMs
@@ -71,8 +80,8 @@ function noSleepWhilePending(w: World, ctx: string, except: () => boolean = () =
 }
 
 /** Each row published exactly once on the wire, in the contract's order, on a confirm channel. */
-function judgeWire(w: World, rows: Seeded[], ctx: string): void {
-  const order = contractOrder(rows).map((r) => r.id);
+function judgeWire(w: World, rows: Seeded[], ctx: string, expected: Seeded[] = contractOrder(rows)): void {
+  const order = expected.map((r) => r.id);
   const pubs = w.tracker.publishes.filter((p) => p.messageId !== undefined && order.includes(p.messageId));
   const plain = w.tracker.publishes.find((p) => p.seq === 0);
   if (plain) t0fail(w, `${ctx} Your relay published row ${describeValue(plain.messageId)} on a channel without publisher confirms (no confirm.select crossed it): the broker never says whether it has the message. Use connection.createConfirmChannel().`);
@@ -99,9 +108,9 @@ function t0fail(w: World, msg: string): never {
 }
 
 /** Drains the grader's queue and checks it, then the rows. */
-async function judgeEnd(w: World, ctx: string, mayRepeat: Set<string>, retries: Map<string, number>): Promise<void> {
+async function judgeEnd(w: World, ctx: string, mayRepeat: Set<string>, retries: Map<string, number>, order?: Seeded[]): Promise<void> {
   const got = await w.drain();
-  const d = judgeDelivered(got, w.seeded, mayRepeat, w.exchange);
+  const d = judgeDelivered(got, w.seeded, mayRepeat, w.exchange, order);
   if (d) w.t.fail(`${ctx} ${d}`);
   const r = judgeRows(w.outbox, w.seeded, retries);
   if (r) w.t.fail(`${ctx} ${r}`);
@@ -226,32 +235,63 @@ export default defineGrader<OutboxRelaySubmission>({
         const w = await World.create(t, s);
         const base = w.clock.now() - 3_600_000;
         const first = makeRows(t.rng, t.rng.int(s.batchSize + 1, 2 * s.batchSize), base, "a");
-        const busy = makeRows(t.rng, t.rng.int(2, s.batchSize + 2), base + 600_000, "b");
+        // Newer rows, and one from a transaction that commits late: older than every row of the
+        // first poll, so it shows where that poll ended (a poll takes at most batchSize rows).
+        const late = makeRows(t.rng, 1, base - t.rng.int(1, 60_000), "l")[0]!;
+        let nBusy = t.rng.int(2, s.batchSize + 2);
+        // The pass that publishes the newest of these is short (fewer than batchSize rows) every run.
+        if ((first.length + nBusy + 1) % s.batchSize === 0) nBusy += 1;
+        const busy = t.rng.shuffle([late, ...makeRows(t.rng, nBusy, base + 600_000, "b")]);
+        // Written while the relay publishes the newest of those, in its last, short pass.
+        const busy2 = makeRows(t.rng, t.rng.int(1, s.batchSize), base + 900_000, "d");
         const later = makeRows(t.rng, t.rng.int(1, s.batchSize + 2), base + 1_200_000, "c");
         await w.insert(first);
-        // While the relay publishes its second row, the service writes more rows (newer ones).
+        // While the relay publishes its second row, the service writes more rows.
         const second = contractOrder(first)[1]!.id;
+        const newest = contractOrder(busy).at(-1)!.id;
         let inserted: Promise<void> | null = null;
+        let inserted2: Promise<void> | null = null;
         let raced = false;
         w.tracker.onChange(() => {
-          if (inserted || !w.tracker.of(second).length) return;
-          w.seeded.push(...busy);
-          // Synchronously, in the proxy's tap: the relay's pass is still running. If the relay
-          // holds the write lock this very moment, a moment later instead.
-          if (w.outbox.tryInsert(insertionOrder(t.rng, busy))) inserted = Promise.resolve();
-          else {
-            raced = true;
-            inserted = w.outbox.insert(busy);
+          if (!inserted && w.tracker.of(second).length) {
+            w.seeded.push(...busy);
+            // Synchronously, in the proxy's tap: the relay's pass is still running. If the relay
+            // holds the write lock this very moment, a moment later instead.
+            if (w.outbox.tryInsert(insertionOrder(t.rng, busy))) inserted = Promise.resolve();
+            else {
+              raced = true;
+              inserted = w.outbox.insert(busy);
+            }
+          }
+          if (inserted && !inserted2 && w.tracker.of(newest).length) {
+            w.seeded.push(...busy2);
+            if (w.outbox.tryInsert(insertionOrder(t.rng, busy2))) inserted2 = Promise.resolve();
+            else {
+              raced = true;
+              inserted2 = w.outbox.insert(busy2);
+            }
           }
         });
-        const ctx = `With ${first.length} pending rows (${settingsText(s)}), ${busy.length} more inserted while your relay published the second:`;
+        const ctx =
+          `With ${first.length} pending rows (${settingsText(s)}), ${busy.length} more inserted while your relay published the second (one of them, ${describeValue(late.id)}, older than all), ` +
+          `and ${busy2.length} more while it published the newest of those:`;
         noSleepWhilePending(w, ctx, () => raced);
         await w.start(await t.learnerHost());
         await w.relayOf(w.relays[0]!);
         await waitIdle(w, ctx);
         if (!inserted) t.fail(`${ctx} Your relay never published row ${describeValue(second)}.`);
         await inserted;
+        if (!inserted2) t.fail(`${ctx} Your relay never published row ${describeValue(newest)}.`);
+        await inserted2;
         await waitIdle(w, ctx);
+        // Where the first poll ended: the rows of it that went out before the late row.
+        const wire = [...new Set(w.tracker.publishes.map((p) => p.messageId))];
+        const firstIds = new Set(first.map((r) => r.id));
+        const k = wire.indexOf(late.id) < 0 ? 0 : wire.slice(0, wire.indexOf(late.id)).filter((id) => id !== undefined && firstIds.has(id)).length;
+        if (!raced && k > s.batchSize) {
+          t.fail(`${ctx} Your relay published ${k} of the first ${first.length} rows before ${describeValue(late.id)}, inserted while it published the second of them: its first poll took more than batchSize (${s.batchSize}) rows. Poll at most batchSize rows: LIMIT batchSize.`);
+        }
+        const order = [...contractOrder(first).slice(0, k), ...contractOrder(w.seeded.filter((r) => !contractOrder(first).slice(0, k).includes(r)))];
         // Idle now: the service writes more rows. Nothing may happen until the clock moves.
         const published = w.tracker.publishes.length;
         await w.insert(later);
@@ -266,8 +306,9 @@ export default defineGrader<OutboxRelaySubmission>({
         if (!sleepNow) t.fail(`${ctx2}; your relay was not sleeping its poll interval on the clock.`);
         await w.clock.advance(sleepNow.until - w.clock.now());
         await waitIdle(w, `${ctx2}, and the clock moved ${s.pollIntervalMs} ms.`);
-        judgeWire(w, w.seeded, ctx2 + ";");
-        await judgeEnd(w, `${ctx2}:`, new Set(), new Map());
+        const order2 = [...order, ...contractOrder(later)];
+        judgeWire(w, w.seeded, ctx2 + ";", order2);
+        await judgeEnd(w, `${ctx2}:`, new Set(), new Map(), order2);
         await w.stopAll();
       },
     },
@@ -321,21 +362,25 @@ export default defineGrader<OutboxRelaySubmission>({
       async run(t: T) {
         const s = drawSettings(t.rng);
         const w = await World.create(t, s);
-        // A queue bound to the exchange that refuses everything: the broker nacks every publish.
+        // A queue bound to the exchange that refuses the event type of one row in the middle of the
+        // first pass, which no other row has: the broker acks the rows before it, nacks every publish
+        // of that row, and acks the rows behind it (a relay that publishes the whole pass at once
+        // gets all three in one pass).
+        const rows = makeRows(t.rng, t.rng.int(3, s.batchSize + 1), w.clock.now() - 3_600_000, "a");
+        const head = contractOrder(rows)[t.rng.int(1, Math.min(s.batchSize, rows.length) - 2)]!;
+        head.event_type = "order.refused";
         const refuse = `${w.queue}.refuse`;
         await w.gch.assertQueue(refuse, { durable: true, arguments: { "x-max-length": 0, "x-overflow": "reject-publish" } });
-        await w.gch.bindQueue(refuse, w.exchange, "#");
-        const rows = makeRows(t.rng, t.rng.int(2, s.batchSize + 1), w.clock.now() - 3_600_000, "a");
+        await w.gch.bindQueue(refuse, w.exchange, head.event_type);
         await w.insert(rows);
         const nacks = t.rng.int(2, 4);
         const retries = new Map<string, number>();
-        const head = contractOrder(rows)[0]!;
-        const ctx = () => `With ${rows.length} pending rows (${settingsText(s)}) and a broker that nacked every publish ${nacks} times:`;
+        const ctx = () => `With ${rows.length} pending rows (${settingsText(s)}) and a broker that nacked every publish of row ${describeValue(head.id)} (the ${ordinal(contractOrder(rows).indexOf(head) + 1)} oldest) ${nacks} times:`;
         await w.start(await t.learnerHost());
         await w.relayOf(w.relays[0]!);
         await playFailures(w, nacks, retries, ctx, 0, {
           beforeLast: async () => {
-            await w.gch.unbindQueue(refuse, w.exchange, "#");
+            await w.gch.unbindQueue(refuse, w.exchange, head.event_type);
           },
         });
         const mayRepeat = new Set(inFlight(w));

@@ -23,11 +23,12 @@ export async function subscribe(ch: Channel, exchange: string, symbols: string[]
   const { queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true, durable: false, arguments: { "x-max-length": options.maxBacklog, "x-overflow": "drop-head" } });
   await ch.prefetch(5, true);
   let queueDone: Promise<unknown> = Promise.resolve();
+  let cancelled = false;
   const { consumerTag } = await ch.consume(queue, (msg) => {
     if (msg === null) return;
     queueDone = queueDone.then(async () => {
       const tick = asTick(msg);
-      if (tick !== undefined) {
+      if (tick !== undefined && !cancelled) {
         try {
           await onTick(tick);
         } catch {
@@ -39,5 +40,11 @@ export async function subscribe(ch: Channel, exchange: string, symbols: string[]
   });
   const keys = symbols.includes("*") ? ["price.*"] : Array.from(new Set(symbols), (s) => `price.${s}`);
   for (const key of keys) await ch.bindQueue(queue, exchange, key);
-  return { queue, stop: () => ch.cancel(consumerTag).then(() => undefined) };
+  return {
+    queue,
+    stop: () => {
+      cancelled = true;
+      return ch.cancel(consumerTag).then(() => undefined);
+    },
+  };
 }
