@@ -734,5 +734,24 @@ export default defineGrader<Submission>({
         if (aId !== bId || bId !== gId) t.fail(`Publishers A and B, both given transactional id ${idText}, did not register it as given ${distinct}`);
       },
     },
+    {
+      name: "close() disconnects the producer: once it resolves, none of the publisher's broker connections is open",
+      hint: "close() is `await producer.disconnect()`: a producer left connected keeps its sockets (and its transactional id's coordinator session) open in a process that thinks it is done.",
+      timeoutMs: 20_000,
+      async run(t) {
+        const { obs, publisher, env } = await arrangeOnWire(t);
+        const batch = makeBatch(t, obs, t.rng.int(3, 12), "the batch");
+        mustResolve(t, "publish()", await settle(PUBLISH_MS, publisher.publish(batch)));
+        const open = env.wire.proxy.openConnections;
+        if (open === 0) t.fail("After publish() resolved, the publisher had no connection to the broker through the kafka client it was given: build the producer from that client.");
+        const closed = await settle(PUBLISH_MS, publisher.close());
+        if (closed.ok === false) t.fail(`close() rejected: ${errorText(closed.error)}.`);
+        mustResolve(t, "close()", closed);
+        // The host's sockets reach the grader's proxy through its gateway: a closed one is seen a moment later.
+        if (!(await eventually(() => env.wire.proxy.openConnections === 0, 2000))) {
+          t.fail(`close() resolved, but ${plural(env.wire.proxy.openConnections, "connection")} of the ${open} the publisher had open to the broker ${env.wire.proxy.openConnections === 1 ? "was" : "were"} still open 2 s later: disconnect the producer (await producer.disconnect()) in close().`);
+        }
+      },
+    },
   ],
 });
