@@ -564,6 +564,14 @@ export class Lab {
   async stop(run: Run, ms = 8000): Promise<void> {
     if (!run.running) return;
     await this.t.within(`${run.name}'s stop()`, ms, run.running.stop());
+    // stop() disconnects (the contract): every connection of the client goes through run.proxy.
+    // The host's sockets reach the proxy through its gateway, so a closed one is seen a moment later.
+    const until = Date.now() + 2000;
+    while (run.proxy.openConnections > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    const open = run.proxy.openConnections;
+    if (open > 0) {
+      this.t.fail(`${run.name}'s stop() resolved, but ${open} connection${open === 1 ? "" : "s"} of its Kafka client to the broker ${open === 1 ? "was" : "were"} still open 2 s later: stop() must disconnect the consumer (await consumer.disconnect()), or it stays in the group and keeps its partitions.`);
+    }
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ export default defineGrader<Submission>({
   exports: { startConsumer: "function" },
   checks: [
     {
-      name: "without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions",
+      name: "without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions; stop() then disconnects",
       hint: "Identify a record by (topic, partition, offset): neither its key nor its value is unique, and each partition numbers its offsets from 0.",
       timeoutMs: 40_000,
       async run(t) {

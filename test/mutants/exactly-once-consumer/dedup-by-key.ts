@@ -1,5 +1,5 @@
 // Mutant: uses the message key as the message id (as if keys were unique), so a second message for the same account is skipped
-// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions
+// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions; stop() then disconnects
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
 /**

@@ -1,5 +1,5 @@
 // Mutant: identifies a record by its offset alone, forgetting that every partition numbers its offsets from 0
-// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions
+// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions; stop() then disconnects
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
 /**

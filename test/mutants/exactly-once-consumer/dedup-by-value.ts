@@ -1,5 +1,5 @@
 // Mutant: uses the message value as the message id, so two different deposits of the same amount count as one
-// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions
+// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions; stop() then disconnects
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
 /**

@@ -1,5 +1,5 @@
 // Mutant: subscribes without fromBeginning, so a new group starts at the end of the log and skips everything already written
-// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions
+// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions; stop() then disconnects
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
 /**

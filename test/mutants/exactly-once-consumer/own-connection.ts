@@ -1,5 +1,5 @@
 // Mutant: opens a second connection of its own to the database file for its processed_messages table and runs the transaction there, so applyEffect's write through deps.db waits for that connection's write lock
-// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions
+// @targets without crashes, every message is applied exactly once, though keys and values repeat across messages and offsets repeat across partitions; stop() then disconnects
 import Database from "better-sqlite3";
 import type { ConsumedRecord, ConsumerDeps, RunningConsumer } from "msglab/contracts/exactly-once-consumer";
 
