@@ -14,6 +14,7 @@ import { createReadStream, readSync, writeSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { buildCap, type CapContext } from "./caps.ts";
 import { guardSqlite, lockAddons, lockSignals } from "./guards.ts";
+import { pendingTimers, watchTimers } from "./timers.ts";
 import { LineReader, Peer, type Msg, type Target } from "./wire.ts";
 
 interface HostConfig {
@@ -123,6 +124,7 @@ const peer = new Peer(
         return p;
       }
       if (to.builtin === "get") return mod[String(args[0])];
+      if (to.builtin === "timers") return pendingTimers();
     }
     throw new Error("unknown call target");
   },
@@ -176,6 +178,8 @@ input.on("error", () => realExit(0));
 
 // Started ahead (Node, the host runtime and the libraries loaded) while the grader compiles.
 if (config.deferLoad) await loadSignal;
+// Last before the learner's module: only its timers (and its libraries') are recorded.
+watchTimers();
 try {
   mod = (await import(pathToFileURL(config.bundle).href)) as Record<string, unknown>;
 } catch (e) {

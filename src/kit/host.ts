@@ -91,6 +91,16 @@ export class Host {
     await this.proc.call({ builtin: "turns" }, [n]);
   }
 
+  /**
+   * The timeouts and intervals the learner's code has pending now (made since its module loaded,
+   * not yet fired or cleared, unref'd ones included), longest delay first. The host records them
+   * (src/host/timers.ts), so this is the learner's own process reporting: use it to find work
+   * left scheduled after a request, and let the verdict rest on what that work would do.
+   */
+  async timers(): Promise<{ kind: "timeout" | "interval" | "promise"; ms: number; callback: string }[]> {
+    return (await this.proc.call({ builtin: "timers" }, [])) as { kind: "timeout" | "interval" | "promise"; ms: number; callback: string }[];
+  }
+
   /** SIGKILL, now. Calls still waiting reject with HostGone. */
   kill(): Promise<HostEnd> {
     return this.proc.kill();

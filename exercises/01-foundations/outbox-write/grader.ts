@@ -11,10 +11,15 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  */
 const BLOCK_MS = 40;
 /**
- * After the last request: long enough for a publish "fired and forgotten" on a timer, or a relay
- * polling the outbox from inside the service every second, to show.
+ * After the last request, with no timer of the learner's pending: long enough for a publish
+ * chained on promises or immediates to show.
  */
-const AFTERWARDS_MS = 2_500;
+const AFTERWARDS_MS = 300;
+/**
+ * With timers pending: the longest the grader waits for them to fire (and publish, if that is
+ * what they do) before it names the ones still pending.
+ */
+const TIMERS_MS = 5_000;
 
 async function learner(t: T, opts: { pin?: boolean } = {}): Promise<{ world: World; proc: Proc }> {
   const world = new World(t, opts);
@@ -174,9 +179,23 @@ export default defineGrader<Submission>({
         await world.cancelOk(proc, a!.orderId, newReason(t.rng));
         const reason = newReason(t.rng);
         await world.refused(proc, world.cancelLabel(a!.orderId, reason), () => proc.service.cancelOrder(a!.orderId, reason), "the order is cancelled already");
-        await sleep(AFTERWARDS_MS);
         await proc.host.turns();
-        world.noPublish(`${AFTERWARDS_MS} ms after the last request`);
+        // The host records the learner's timers (src/host/timers.ts), so the grader knows
+        // whether anything is left scheduled instead of waiting out the longest delay a learner
+        // might pick. The verdict on a timer that publishes still rests on the bus.
+        const pending = await proc.host.timers();
+        const wait = pending.length ? Math.min(TIMERS_MS, Math.max(...pending.map((p) => p.ms)) + 200) : AFTERWARDS_MS;
+        await sleep(wait);
+        await proc.host.turns();
+        world.noPublish(`${wait} ms after the last request`);
+        const left = await proc.host.timers();
+        if (left.length) {
+          const [first] = left;
+          const what = first!.kind === "interval" ? `an interval every ${first!.ms} ms` : `a timer of ${first!.ms} ms`;
+          t.fail(
+            `Your service still had ${left.length === 1 ? what : `${left.length} timers (the longest: ${what})`} pending ${wait} ms after its last request settled (${first!.callback || "a callback"}). A request leaves nothing scheduled behind it: work on a timer is a publish or a relay inside the service, where a crash loses it; the relay is a process of its own.`,
+          );
+        }
       },
     },
     {
