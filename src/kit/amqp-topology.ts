@@ -10,6 +10,7 @@
  * on a channel one at a time, in the order they were sent (no-wait requests get no reply).
  * Decoding never throws: a frame that does not parse is recorded as `malformed`.
  */
+import { decodeFieldTable } from "./amqp-table.ts";
 import type { AmqpFrame, ChaosProxy } from "./proxy.ts";
 
 export type TableValue = unknown;
@@ -48,68 +49,12 @@ class Reader {
   shortstr(): string {
     return this.take(this.u8()).toString("utf8");
   }
-  longstr(): string {
-    return this.take(this.u32()).toString("utf8");
-  }
+  /** A field table (the `x-` arguments), decoded as amqp-table.ts decodes message headers. */
   table(): Record<string, TableValue> {
-    const size = this.u32();
-    const end = this.off + size;
-    this.need(size);
-    const out: Record<string, TableValue> = {};
-    while (this.off < end) {
-      const key = this.shortstr();
-      out[key] = this.value();
-    }
-    return out;
-  }
-  value(): TableValue {
-    const tag = String.fromCharCode(this.u8());
-    switch (tag) {
-      case "t":
-        return this.u8() !== 0;
-      case "b":
-        return this.take(1).readInt8(0);
-      case "B":
-        return this.take(1).readUInt8(0);
-      case "s":
-        return this.take(2).readInt16BE(0);
-      case "u":
-        return this.take(2).readUInt16BE(0);
-      case "I":
-        return this.take(4).readInt32BE(0);
-      case "i":
-        return this.take(4).readUInt32BE(0);
-      case "l":
-        return Number(this.take(8).readBigInt64BE(0));
-      case "f":
-        return this.take(4).readFloatBE(0);
-      case "d":
-        return this.take(8).readDoubleBE(0);
-      case "D": {
-        const places = this.u8();
-        const digits = this.take(4).readUInt32BE(0);
-        return digits / 10 ** places;
-      }
-      case "S":
-        return this.longstr();
-      case "T":
-        return Number(this.take(8).readBigUInt64BE(0));
-      case "F":
-        return this.table();
-      case "A": {
-        const size = this.u32();
-        const end = this.off + size;
-        const arr: TableValue[] = [];
-        while (this.off < end) arr.push(this.value());
-        return arr;
-      }
-      case "x":
-        return Buffer.from(this.take(this.u32()));
-      case "V":
-        return null;
-      default:
-        throw new RangeError(`unknown field type ${tag}`);
-    }
+    const t = decodeFieldTable(this.buf, this.off, this.end);
+    if (!t) throw new RangeError("bad field table");
+    this.off = t.next;
+    return t.table;
   }
 }
 

@@ -8,15 +8,17 @@ export class RabbitKit {
 
   /**
    * A fresh connection. Use one for the grader's own view of the broker and hand the
-   * learner's code another: a channel the learner breaks must not blind the grader.
+   * learner's code another: a channel the learner breaks must not blind the grader. `url`: this
+   * grading's vhost by default; a proxy's URL for it (`proxy.urlFor(t.amqpUrl)`) to put the
+   * grader's own traffic on the wire a check cuts.
    */
-  async connect(): Promise<ChannelModel> {
+  async connect(url = this.url): Promise<ChannelModel> {
     const amqp = await import("amqplib");
     let conn: ChannelModel;
     try {
-      conn = await amqp.connect(this.url, { noDelay: true });
+      conn = await amqp.connect(url, { noDelay: true });
     } catch (e) {
-      throw new LabError(`RabbitMQ is not reachable at ${redact(this.url)} (${(e as Error).message}): run \`msglab up\`.`);
+      throw new LabError(`RabbitMQ is not reachable at ${redact(url)} (${(e as Error).message}): run \`msglab up\`.`);
     }
     // A closed connection's late error must not crash the grading process.
     conn.on("error", () => {});

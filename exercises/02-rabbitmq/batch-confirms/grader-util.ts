@@ -3,7 +3,6 @@
  * grader's proxy), the grader's own view of the broker, the publishes and confirms decoded from
  * the wire, and the learner's publishBatch() calls watched from outside.
  */
-import amqp from "amqplib";
 import type { Channel, ChannelModel, ConfirmChannel, GetMessage } from "amqplib";
 import { CheckFailure, LabError, amqpCode, brokerText, describeValue, Pulse } from "../../../src/kit/index.ts";
 import type { ChaosProxy, CheckContext, Host, Rng } from "../../../src/kit/index.ts";
@@ -31,7 +30,7 @@ export class Observer {
   constructor(readonly conn: ChannelModel) {}
 
   static async open(t: T, url = t.amqpUrl): Promise<Observer> {
-    return new Observer(await graderConnection(t, url));
+    return new Observer(await t.rabbit.connect(url));
   }
 
   async throwaway(): Promise<Channel> {
@@ -111,19 +110,6 @@ export class Observer {
       throw e;
     }
   }
-}
-
-/** A connection of the grader's own (Nagle off: the handshake's small writes cost ~40 ms each with it). */
-export async function graderConnection(t: T, url = t.amqpUrl): Promise<ChannelModel> {
-  let conn: ChannelModel;
-  try {
-    conn = await amqp.connect(url, { noDelay: true });
-  } catch (e) {
-    throw new LabError(`RabbitMQ is not reachable (${(e as Error).message}): run \`msglab up\`.`);
-  }
-  conn.on("error", () => {});
-  t.defer(() => conn.close().catch(() => {}));
-  return conn;
 }
 
 // ---------------------------------------------------------------- the learner's side

@@ -7,7 +7,6 @@ import {
   BatchCall,
   arrange,
   errText,
-  graderConnection,
   lead,
   learnerConnection,
   listIds,
@@ -361,7 +360,7 @@ export default defineGrader<BatchConfirmsSubmission>({
         await w.obs.queue(t, queue, w.exchange, [key]);
         // The grader's own publisher, on the same broker and through the same proxy: one message
         // at a time, each confirm awaited before the next publish.
-        const gconn = await graderConnection(t, w.proxy.urlFor(t.amqpUrl));
+        const gconn = await t.rabbit.connect(w.proxy.urlFor(t.amqpUrl));
         const gch = await gconn.createConfirmChannel();
         gch.on("error", () => {});
         w.proxy.latency(LATENCY_MS);

@@ -78,23 +78,6 @@ export interface World {
 }
 
 /**
- * The grader's own connection, with Nagle off (without noDelay the handshake's second small
- * write waits ~40 ms for the broker's delayed ACK). Closed after the check.
- */
-export async function graderConnection(t: T): Promise<ChannelModel> {
-  const amqp = await import("amqplib");
-  let conn: ChannelModel;
-  try {
-    conn = await amqp.connect(t.amqpUrl, { noDelay: true });
-  } catch (e) {
-    throw new LabError(`RabbitMQ is not reachable (${(e as Error).message}): run \`msglab up\`.`);
-  }
-  conn.on("error", () => {});
-  t.defer(() => conn.close().catch(() => {}));
-  return conn;
-}
-
-/**
  * A queue name unique to this check. In the grading's own vhost (the usual case) the vhost's
  * deletion removes every queue, so the name is not registered for per-check cleanup.
  */
@@ -115,7 +98,7 @@ export async function arrange(t: T, limit: number, opts: { host?: Host } = {}): 
     const ch = await host.cap<Channel>("amqp.channel", { url: proxy.urlFor(t.amqpUrl) });
     return { proxy, host, wire, ch };
   });
-  const graderSide = graderConnection(t).then(async (gconn) => {
+  const graderSide = t.rabbit.connect().then(async (gconn) => {
     const gch = await gconn.createConfirmChannel();
     gch.on("error", () => {});
     return { gconn, gch, obs: new QueueObserver(gconn), version: serverVersion(gconn) };

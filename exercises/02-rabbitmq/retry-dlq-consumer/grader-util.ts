@@ -8,7 +8,6 @@
  * their headers and the broker's confirms for them), the queues as the broker reports them to
  * the grader's own connection, and the calls into the grader's handler.
  */
-import amqp from "amqplib";
 import type { Channel, ChannelModel, ConfirmChannel, GetMessage } from "amqplib";
 import { CheckFailure, LabError, WireDeliveries, describeValue, Pulse } from "../../../src/kit/index.ts";
 import type { ChaosProxy, CheckContext, Delivery, Host, Rng, Settlement } from "../../../src/kit/index.ts";
@@ -187,7 +186,7 @@ export class World {
 
   static async create(t: T, base: string, opts: WorldOptions): Promise<World> {
     const main = queueName(t, base);
-    const [proxy, gconn] = await Promise.all([t.proxy(), graderConnection(t)]);
+    const [proxy, gconn] = await Promise.all([t.proxy(), t.rabbit.connect()]);
     const gch = await gconn.createConfirmChannel();
     gch.on("error", () => {});
     const w = new World(t, proxy, gconn, gch, { maxRetries: opts.maxRetries, retryDelayMs: opts.retryDelayMs }, main);
@@ -517,19 +516,6 @@ export class World {
     }
     if (copy.confirm.how === "nack") return this.violate(`${head} although the broker nacked its copy: neither exists now. Keep the original (nack it with requeue) when the copy is refused.`);
   }
-}
-
-/** The grader's own connection (Nagle off), closed after the check. */
-export async function graderConnection(t: T): Promise<ChannelModel> {
-  let conn: ChannelModel;
-  try {
-    conn = await amqp.connect(t.amqpUrl, { noDelay: true });
-  } catch (e) {
-    throw new LabError(`RabbitMQ is not reachable (${(e as Error).message}): run \`msglab up\`.`);
-  }
-  conn.on("error", () => {});
-  t.defer(() => conn.close().catch(() => {}));
-  return conn;
 }
 
 /** The topology as the contract specifies it, declared by the grader (checks of the consumer alone). */

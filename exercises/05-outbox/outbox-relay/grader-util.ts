@@ -455,7 +455,7 @@ export class World {
 
   static async create(t: T, settings: Settings): Promise<World> {
     const w = new World(t, settings);
-    const [proxy, conn] = await Promise.all([t.proxy(), graderConnection(t)]);
+    const [proxy, conn] = await Promise.all([t.proxy(), t.rabbit.connect()]);
     w.proxy = proxy;
     w.tracker = new PublishTracker(proxy, () => w.clock.now());
     w.tracker.onChange(() => {
@@ -679,19 +679,6 @@ export class World {
 export function resourceName(t: T, base: string): string {
   const vhost = decodeURIComponent(new URL(t.amqpUrl).pathname.slice(1));
   return vhost.startsWith("msglab-") ? `${t.names.prefix}.${base}` : t.names.queue(base);
-}
-
-export async function graderConnection(t: T): Promise<ChannelModel> {
-  const amqp = await import("amqplib");
-  let conn: ChannelModel;
-  try {
-    conn = await amqp.connect(t.amqpUrl, { noDelay: true });
-  } catch (e) {
-    throw new LabError(`RabbitMQ is not reachable (${(e as Error).message}): run \`msglab up\`.`);
-  }
-  conn.on("error", () => {});
-  t.defer(() => conn.close().catch(() => {}));
-  return conn;
 }
 
 export function errorText(e: unknown): string {
