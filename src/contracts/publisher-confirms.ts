@@ -59,12 +59,20 @@ export interface Publisher {
    * on another message's (a confirm that arrives after its publish timed out settles nothing
    * else). A nack or a timeout must not break the publisher: later calls work as usual. Once the
    * connection is gone, a new call rejects (it cannot reach the broker).
+   *
+   * When the broker closes the publisher's channel (a publish to an exchange that is gone, 404,
+   * or that clients may not publish to, 403): publishes already acked have resolved; every one
+   * still waiting rejects at once; a later call rejects at once (or settles on a new channel's
+   * confirm, if the publisher opens one), never waits out its deadline. Listen for the channel's
+   * `error` event: without a listener amqplib's emit throws, and the whole connection fails.
+   * The error is that channel's alone: other publishers on the connection keep working.
    */
   publish(routingKey: string, event: DomainEvent): Promise<PublishReceipt>;
   /**
    * Closes every channel the publisher opened. It does not close the connection (that belongs
    * to the caller, who may use it for other things) and does not delete the exchange (consumers'
-   * queues are bound to it).
+   * queues are bound to it). When the channel is gone already (the broker closed it, the
+   * connection dropped), there is nothing to close: it resolves.
    */
   close(): Promise<void>;
 }

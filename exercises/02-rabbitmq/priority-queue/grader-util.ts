@@ -3,8 +3,8 @@
  * proxy, the grader's own connection to the broker, the orders, the handler the learner's
  * consumer calls, and the judges that read the wire and the broker.
  */
-import type { Channel, ChannelModel, ConfirmChannel, GetMessage } from "amqplib";
-import { LabError, QueueObserver, describeValue } from "../../../src/kit/index.ts";
+import type { Channel, ConfirmChannel, GetMessage } from "amqplib";
+import { QueueObserver, describeValue } from "../../../src/kit/index.ts";
 import type { ChaosProxy, CheckContext, Host, Rng } from "../../../src/kit/index.ts";
 import type { Order, OrderKind, PriorityConsumer, PriorityQueueSubmission } from "../../../src/contracts/priority-queue.ts";
 import { ConsumerWire, Seq, type Delivery, type Settlement } from "./consumer-wire.ts";
@@ -44,7 +44,7 @@ export async function arrange(t: T, opts: { declare?: false | { deadLetterTo?: s
     const ch = await host.cap<Channel>("amqp.channel", { url: proxy.urlFor(t.amqpUrl) });
     return { proxy, host, seq, wire, ch };
   });
-  const graderSide = graderConnection(t).then(async (gconn) => {
+  const graderSide = t.rabbit.connect().then(async (gconn) => {
     const gch = await gconn.createConfirmChannel();
     gch.on("error", () => {});
     if (opts.declare) await declareReference(gch, queue, opts.declare.deadLetterTo);
@@ -52,24 +52,6 @@ export async function arrange(t: T, opts: { declare?: false | { deadLetterTo?: s
   });
   const [l, g] = await Promise.all([learnerSide, graderSide]);
   return { ...l, ...g, queue };
-}
-
-/**
- * The grader's own connection, with Nagle off: amqplib's handshake sends tune-ok and
- * connection.open as two small writes, and without noDelay the second waits for the broker's
- * delayed ACK, about 40 ms on every connection. Closed after the check.
- */
-export async function graderConnection(t: T): Promise<ChannelModel> {
-  const amqp = await import("amqplib");
-  let conn: ChannelModel;
-  try {
-    conn = await amqp.connect(t.amqpUrl, { noDelay: true });
-  } catch (e) {
-    throw new LabError(`RabbitMQ is not reachable (${(e as Error).message}): run \`msglab up\`.`);
-  }
-  conn.on("error", () => {});
-  t.defer(() => conn.close().catch(() => {}));
-  return conn;
 }
 
 /**
@@ -377,6 +359,9 @@ export function judgeSettlement(s: Settlement, handler: Handler, poison: Set<str
       if (call.state === "failed") return `Your consumer sent ${what} after the handler rejected ${describeOrderDelivery(d)}: a failed order is acked, so it never comes back.`;
     } else if (!s.requeue) {
       return `Your consumer sent ${what} for ${describeOrderDelivery(d)}: without requeue (and with no dead-letter exchange) the broker drops the order.`;
+    } else if (call && s.how !== "recover" && (call.state === "running" || call.endSeq > s.seq)) {
+      const earlier = s.multiple && d.tag !== s.tag ? ` (a delivery before ${s.tag}: multiple settles every delivery up to the tag)` : "";
+      return `Your consumer sent ${what} while the handler was still working on ${describeOrderDelivery(d)}${earlier}. Requeued, that order goes out again while it is being handled: it is handled twice.`;
     }
   }
   return null;

@@ -115,6 +115,20 @@ export class Observer {
     }
   }
 
+  /**
+   * Pulls the exchange from under the learner's feet: deletes it (its bindings go with it; the
+   * queues stay) and declares it again as an internal exchange. No client may publish to an
+   * internal exchange, nor re-declare it as a plain one: the broker answers either with a
+   * channel error (403 ACCESS_REFUSED, 406 PRECONDITION_FAILED), whatever the learner's code
+   * does about it.
+   */
+  async sealExchange(exchange: string): Promise<void> {
+    const ch = await this.throwaway();
+    await ch.deleteExchange(exchange, { ifUnused: false });
+    await ch.assertExchange(exchange, "topic", { durable: true, autoDelete: false, internal: true });
+    await ch.close().catch(() => {});
+  }
+
   /** Whether the exchange exists (a passive declare on a throwaway channel). */
   async exchangeExists(exchange: string): Promise<boolean> {
     const ch = await this.throwaway();
@@ -151,9 +165,21 @@ export interface Wired {
   answeredAt: number | null;
   frameTag: number;
   frameMultiple: boolean;
+  /** The broker closed its channel before answering for it: the reply code and text of that channel.close. */
+  closedBy: BrokerClose | null;
+}
+
+/** A channel.close the broker sent on the learner's connection, and whether it has reached the learner's code (it may wait behind held confirms). */
+export interface BrokerClose {
+  channel: number;
+  code: number;
+  text: string;
+  reachedClient: boolean;
 }
 
 interface ChannelState {
+  /** The broker closed this channel (a channel error): what is published on it from now on is discarded. */
+  closed: BrokerClose | null;
   confirming: boolean;
   nextTag: number;
   byTag: Map<number, Wired>;
@@ -179,6 +205,8 @@ export class ConfirmLedger {
   private readonly decided = new WeakMap<AmqpFrame, boolean>();
   /** Channels with a frame held right now: what follows on them waits too. */
   private readonly heldChannels = new Set<number>();
+  /** Every channel.close the broker sent the learner (a channel error), in order. */
+  readonly brokerCloses: BrokerClose[] = [];
 
   constructor(
     private readonly proxy: ChaosProxy,
@@ -187,7 +215,10 @@ export class ConfirmLedger {
     proxy.tap("toBroker", (f) => this.fromClient(f));
     proxy.tap("toClient", (f) => {
       if (isConfirm(f)) this.confirm(f);
-      else this.decideOther(f);
+      else {
+        const held = this.decideOther(f);
+        if (f.type === 1 && f.classId === 20 && f.methodId === 40) this.brokerClosed(f, held);
+      }
     });
   }
 
@@ -211,6 +242,7 @@ export class ConfirmLedger {
   release(): void {
     this.rule = null;
     this.heldChannels.clear();
+    for (const c of this.brokerCloses) c.reachedClient = true;
     this.proxy.release();
   }
 
@@ -230,7 +262,7 @@ export class ConfirmLedger {
   private state(f: AmqpFrame): ChannelState {
     const key = chanKey(f);
     let s = this.channels.get(key);
-    if (!s) this.channels.set(key, (s = { confirming: false, nextTag: 1, byTag: new Map(), body: null }));
+    if (!s) this.channels.set(key, (s = { closed: null, confirming: false, nextTag: 1, byTag: new Map(), body: null }));
     return s;
   }
 
@@ -247,7 +279,7 @@ export class ConfirmLedger {
       return;
     }
     if (f.type === 1 && f.classId === 60 && f.methodId === 40) {
-      const wired: Wired = { channel: f.channel, tag: s.confirming ? s.nextTag++ : 0, ref: null, confirm: null, held: false, answeredAt: null, frameTag: 0, frameMultiple: false };
+      const wired: Wired = { channel: f.channel, tag: s.confirming ? s.nextTag++ : 0, ref: null, confirm: null, held: false, answeredAt: null, frameTag: 0, frameMultiple: false, closedBy: s.closed };
       if (wired.tag) s.byTag.set(wired.tag, wired);
       this.wired.push(wired);
       s.body = { wired, size: -1, chunks: [], got: 0 };
@@ -305,6 +337,19 @@ export class ConfirmLedger {
     const held = this.rule !== null && f.channel !== 0 && this.heldChannels.has(chanKey(f));
     this.decided.set(f, held);
     return held;
+  }
+
+  /** A channel.close from the broker: every message on that channel still unanswered never will be. */
+  private brokerClosed(f: AmqpFrame, held: boolean): void {
+    // Arguments: reply-code (short), reply-text (shortstr), class-id, method-id.
+    const code = f.raw.readUInt16BE(11);
+    const text = f.raw.subarray(14, 14 + f.raw[13]!).toString("utf8");
+    const close: BrokerClose = { channel: f.channel, code, text, reachedClient: !held };
+    this.brokerCloses.push(close);
+    const s = this.state(f);
+    s.closed = close;
+    for (const w of s.byTag.values()) if (!w.confirm && !w.closedBy) w.closedBy = s.closed;
+    this.pulse.poke();
   }
 
   private confirm(f: AmqpFrame): void {
@@ -519,6 +564,10 @@ export function matchMessages(t: T, msgs: GetMessage[], events: DomainEvent[], w
     if (!isDeepStrictEqual(body, sent)) {
       t.fail(`${where}: the message for event ${refOf(sent)} carries ${describeValue(body)}, but the event published was ${describeValue(sent)}. The body must be exactly JSON.stringify(event).`);
     }
+    const exact = Buffer.from(JSON.stringify(sent), "utf8");
+    if (!m.content.equals(exact)) {
+      t.fail(`${where}: the message for event ${refOf(sent)} carries the right value, but its body is ${describeValue(m.content.toString("utf8"))} (${m.content.length} bytes), not JSON.stringify(event) (${exact.length} bytes: ${describeValue(exact.toString("utf8"))}). The contract names the exact bytes: no indentation, the event's own key order.`);
+    }
     if (out.has(refOf(sent))) t.fail(`${where} holds event ${refOf(sent)} twice, but publish() was called once for it.`);
     out.set(refOf(sent), m);
   }
@@ -575,6 +624,7 @@ export function fate(ledger: ConfirmLedger, call: Call): string {
   const w = ledger.of(call.event);
   if (!w) return "its message had not even reached the proxy";
   if (w.tag === 0) return `its message went out on channel ${w.channel}, which is not in confirm mode, so the broker never answers for it`;
+  if (!w.confirm && w.closedBy) return `the broker closed its channel (${w.closedBy.code} ${w.closedBy.text}) without answering for its message (delivery tag ${w.tag} on channel ${w.channel})`;
   if (!w.confirm) return `the broker had not answered for its message (delivery tag ${w.tag}) yet`;
   const where = w.held ? (ledger.holding ? "was held at the proxy" : "had been held at the proxy, then let through") : "had reached your connection";
   const frame = w.frameTag !== w.tag ? `, in basic.${w.confirm} for delivery tag ${w.frameTag} with multiple set (it answers for every unconfirmed tag up to ${w.frameTag}),` : "";

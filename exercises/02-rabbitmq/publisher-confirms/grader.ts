@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from "node:util";
-import { amqpCode, defineGrader, describeValue } from "../../../src/kit/index.ts";
+import { CheckFailure, amqpCode, defineGrader, describeValue } from "../../../src/kit/index.ts";
 import type { Publisher, PublisherConfirmsSubmission } from "../../../src/contracts/publisher-confirms.ts";
 import { DEFAULT_CONFIRM_TIMEOUT_MS } from "../../../src/contracts/publisher-confirms.ts";
 import {
@@ -49,6 +49,28 @@ const LATE_MS = 500;
 const HOLD_MS = 2500;
 /** Once the connection is cut, its pending publishes must reject within this, long before their deadline. */
 const CUT_SETTLE_MS = 2000;
+
+/**
+ * The timers pending now that were not pending before (a multiset difference by kind, delay and
+ * callback), leaving out short ones (a timeout of a few ms may still be due) and intervals.
+ */
+function newTimers<X extends { kind: string; ms: number; callback: string }>(before: X[], now: X[]): X[] {
+  const seen = new Map<string, number>();
+  for (const x of before) seen.set(`${x.kind}|${x.ms}|${x.callback}`, (seen.get(`${x.kind}|${x.ms}|${x.callback}`) ?? 0) + 1);
+  return now
+    .filter((x) => {
+      const k = `${x.kind}|${x.ms}|${x.callback}`;
+      const n = seen.get(k) ?? 0;
+      if (n > 0) {
+        seen.set(k, n - 1);
+        return false;
+      }
+      // An interval is a sweep over all deadlines (a design of its own, fine while the
+      // publisher is open); a timeout of a second or more left behind is one publish's deadline.
+      return x.ms >= 1000 && x.kind !== "interval";
+    })
+    .sort((a, b) => b.ms - a.ms);
+}
 
 const CONFIRM_HINT_HOLD = "A publish that resolves before its confirm tells the caller \"safe\" about a message the broker has not taken responsibility for: if the broker dies now, the message is lost and nobody knows.";
 
@@ -116,12 +138,13 @@ export default defineGrader<PublisherConfirmsSubmission>({
     },
     {
       name: "each event arrives as persistent JSON with a message id, a timestamp and its routing key",
-      hint: "Look at the options of channel.publish(): persistent, messageId, timestamp (whole seconds), contentType. Publish to the exchange you were given with the routing key you were given.",
+      hint: "Look at the options of channel.publish(): persistent, messageId, timestamp (whole seconds, taken at each publish), contentType. The body is exactly JSON.stringify(event). Publish to the exchange you were given with the routing key you were given.",
       timeoutMs: 10000,
       async run(t: T) {
         const w = await arrange(t);
         const { obs, exchange } = w;
         const pub = await newPublisher(t, w.host, w.conn, exchange);
+        const created = Date.now();
 
         // Two pattern bindings that a topic exchange must tell apart: one with "*", one with "#".
         const pivot = randomKey(t.rng);
@@ -149,11 +172,18 @@ export default defineGrader<PublisherConfirmsSubmission>({
 
         const events = keys.map((_, i) => makeEvent(t.rng, i, t.rng.pick(["OrderPlaced", "PaymentCaptured", "ParcelShipped"])));
         const calls: Call[] = [];
+        // The publisher has been around for a while when the events come: a timestamp taken
+        // once, when it was created, is then a second or more older than the publish.
+        const age = t.rng.int(1100, 1400);
+        await w.pulse.watch(age, () => null);
+        const window = new Map<Call, [number, number]>();
         const before = Date.now();
         for (let i = 0; i < n; i++) {
+          const from = Date.now();
           const call = new Call(`#${i + 1}`, keyText(keys[i]!), events[i]!, pub, w.pulse);
           await settleAll(t, [call], 5000, `publish("${call.key}", …)`);
           mustHaveResolved(t, call, ".");
+          window.set(call, [from, Date.now()]);
           calls.push(call);
         }
         const after = Date.now();
@@ -192,8 +222,10 @@ export default defineGrader<PublisherConfirmsSubmission>({
           if (ts >= lo * 1000 - 1000 && ts <= hi * 1000 + 1000) {
             t.fail(`${what} has timestamp ${ts}: that is milliseconds. AMQP timestamps are whole seconds since the epoch (Math.floor(Date.now() / 1000)); other clients and the management UI read ${ts} as a date thousands of years ahead.`);
           }
-          if (ts < lo || ts > hi) {
-            t.fail(`${what} has timestamp ${ts} (${new Date(ts * 1000).toISOString()}), but it was published between ${new Date(before).toISOString()} and ${new Date(after).toISOString()}. The timestamp is the publish time in whole seconds since the epoch.`);
+          // Within its own call, to the second (floor or round both land here).
+          const [from, to] = window.get(call)!;
+          if (ts < Math.floor(from / 1000) || ts > Math.ceil(to / 1000)) {
+            t.fail(`${what} has timestamp ${ts} (${new Date(ts * 1000).toISOString()}), but publish() was called at ${new Date(from).toISOString()} and resolved at ${new Date(to).toISOString()}, ${ms(from - created)} after createPublisher() resolved. The timestamp is the time of each publish, taken in publish(), not once for the publisher.`);
           }
         }
 
@@ -270,6 +302,8 @@ export default defineGrader<PublisherConfirmsSubmission>({
         const key = keyText(randomKey(t.rng));
         const queue = t.names.queue("confirmed");
         await obs.queue(t, queue, exchange, [key]);
+        // Timers already there (amqplib's heartbeats) are not the publisher's.
+        const timersBefore = await w.host.timers();
 
         // The steady state first: a few publishes confirmed one by one, as usual.
         const warm = t.rng.int(1, 4);
@@ -309,6 +343,15 @@ export default defineGrader<PublisherConfirmsSubmission>({
           },
         );
         for (const c of calls) mustHaveResolved(t, c, ` although ${fate(ledger, c)}.`);
+        // A settled publish leaves nothing behind: its deadline's timer went with it. The host
+        // records the learner's timers, so this is exact, not a wait for a late effect.
+        await w.host.turns();
+        const left = newTimers(timersBefore, await w.host.timers());
+        if (left.length) {
+          const [first] = left;
+          const what = first!.kind === "interval" ? `an interval every ${first!.ms} ms` : `a timer of ${first!.ms} ms`;
+          t.fail(`${setting} Every call resolved on its confirm, but your code still had ${left.length === 1 ? what : `${left.length} timers pending (the longest: ${what})`} (${first!.callback || "a callback"}). A publish that settled leaves nothing scheduled: clear its deadline's timer when the confirm comes, or a busy publisher piles up one live timer per message for the length of the deadline.`);
+        }
         const all = [...steady, ...calls];
         const got = matchMessages(t, await obs.collect(queue, all.length), all.map((c) => c.event), "The grader's queue");
         receiptsMatch(t, all, got, "the grader's queue");
@@ -605,6 +648,172 @@ export default defineGrader<PublisherConfirmsSubmission>({
         );
         if (after.state === "resolved") {
           t.fail(`After the connection dropped, a new publish("${key}", …) ${after.outcome}, although its message could not reach the broker. Do not swallow the error from the channel: reject.`);
+        }
+        // Shutting down a publisher on a dead connection: nothing is left to close.
+        try {
+          await t.within("close() after the connection dropped", CUT_SETTLE_MS, pub.close());
+        } catch (e) {
+          if ((e as Error)?.name === "CheckFailure") throw e;
+          t.fail(`After the connection dropped, close() rejected with ${errText(e)}. Its channel was already gone with the connection: close() has nothing left to close and must resolve (a service's shutdown calls close() on every publisher, whatever state it is in).`);
+        }
+      },
+    },
+    {
+      name: "a channel the broker closes fails its pending publishes, and nothing crashes or hangs",
+      hint: "When the broker closes the channel (say, a publish to an exchange nobody may publish to), amqplib emits \"error\" on the channel and then \"close\". With no \"error\" listener, that emit throws inside amqplib and fails the whole connection (or crashes the process). The callbacks of the messages still unconfirmed then get an error: reject those publishes, never resolve them. The channel is gone after that: publish() must reject at once, close() has nothing left to close and resolves, and other publishers on the connection are not affected.",
+      timeoutMs: 15000,
+      async run(t: T) {
+        const w = await arrangeChaos(t);
+        const { obs, ledger, pulse } = w;
+        const doomedEx = w.exchange;
+        const otherEx = t.names.exchange("other");
+        // Two publishers on one connection; which one is created first (and so which channel
+        // numbers each gets) comes from the seed. Only the first one's exchange is taken away.
+        const doomedFirst = t.rng.next() < 0.5;
+        const doomed = doomedFirst ? await newPublisher(t, w.host, w.conn, doomedEx) : undefined;
+        const other = await newPublisher(t, w.host, w.conn, otherEx);
+        const pub = doomed ?? (await newPublisher(t, w.host, w.conn, doomedEx));
+        const [key, otherKey] = twoKeys(t.rng);
+        const qd = t.names.queue("doomed");
+        const qo = t.names.queue("other");
+        await Promise.all([obs.queue(t, qd, doomedEx, [key]), obs.queue(t, qo, otherEx, [otherKey])]);
+
+        // The steady state on both.
+        const warm = t.rng.int(1, 3);
+        const steady = await publishInTurn(t, pub, pulse, key, Array.from({ length: warm }, (_, i) => makeEvent(t.rng, `D${i + 1}`)), "D");
+        const steadyO = await publishInTurn(t, other, pulse, otherKey, [makeEvent(t.rng, "O1")], "O");
+
+        // Publishes in flight on both, the broker's acks for them held at the proxy.
+        ledger.hold();
+        const nA = t.rng.int(1, 3);
+        const nO = t.rng.int(1, 2);
+        const nB = t.rng.int(2, 4);
+        const acked = Array.from({ length: nA }, (_, i) => new Call(`D${warm + i + 1}`, key, makeEvent(t.rng, `D${warm + i + 1}`), pub, pulse));
+        const others = Array.from({ length: nO }, (_, i) => new Call(`O${i + 2}`, otherKey, makeEvent(t.rng, `O${i + 2}`), other, pulse));
+        const sure = [...acked, ...others];
+        const lost: Call[] = [];
+        const labels = (cs: Call[]) => `${cs[0]!.label}${cs.length > 1 ? `–${cs[cs.length - 1]!.label}` : ""}`;
+        const intro = `Two publishers shared one connection: D on exchange "${doomedEx}", O on "${otherEx}". After ${warm} publish(es) on D and one on O had resolved, the grader held the broker's confirms at the proxy and published ${labels(acked)} on D and ${labels(others)} on O.`;
+        let setting = intro;
+        const sealed = () => `${intro} Once the broker had acked them (the acks waiting at the proxy), the grader deleted D's exchange and declared it again as an internal exchange, which no client may publish to; then it called publish() on D ${nB} more times (${labels(lost)}). The broker closed D's channel for that (${ledger.brokerCloses[0] ? `${ledger.brokerCloses[0].code} ${ledger.brokerCloses[0].text}` : "a channel error"}), and the grader let the held frames through, in the order the broker sent them: the acks first, then the close.`;
+        const escapedMessage = () => `${setting} Then an error escaped your code: ${errText(w.host.escaped[0])}. A channel the broker closes emits "error" on the channel object, and an "error" event nobody listens to is thrown: it would crash the service. Listen for "error" on every channel you open.`;
+        const judge = (): string | null => {
+          if (w.host.escaped.length) return escapedMessage();
+          for (const c of sure) {
+            const wired = ledger.of(c.event);
+            if (c.state === "resolved" && wired?.held && ledger.holding) return `${setting} ${c.label} ${c.outcome}, while ${fate(ledger, c)}. ${CONFIRM_HINT_HOLD}`;
+            if (c.state === "rejected") {
+              return `${setting} ${c.label} ${c.outcome}, while ${fate(ledger, c)}${c.key === otherKey ? `. O's channel was never closed: another publisher's channel error must not touch it` : `: its ack reached your connection before the channel closed, so the broker has the message`}. Only the publishes still unconfirmed when the channel closes fail.`;
+            }
+          }
+          for (const c of lost) {
+            const wired = ledger.of(c.event);
+            if (c.state === "resolved") {
+              return `${setting} ${c.label} ${c.outcome}, while ${fate(ledger, c)}. The broker never took that message: the caller must hear "failed".`;
+            }
+            if (c.state === "rejected" && ledger.holding && !wired?.closedBy?.reachedClient) {
+              return `${setting} ${c.label} ${c.outcome}, before anything about its message had reached your code (${fate(ledger, c)}, and that frame was still held at the proxy). Until its deadline, only its confirm or its channel closing settles a publish.`;
+            }
+          }
+          return null;
+        };
+        await pulse.until(
+          () => sure.every((c) => ledger.of(c.event)?.confirm),
+          3000,
+          () => {
+            const c = sure.find((x) => !ledger.of(x.event)?.confirm)!;
+            return `${intro} Within 3 s the broker had not answered for ${c.label}: ${fate(ledger, c)}.`;
+          },
+          judge,
+        );
+
+        const afterSeal = async () => {
+          for (let i = 0; i < nB; i++) lost.push(new Call(`D${warm + nA + i + 1}`, key, makeEvent(t.rng, `D${warm + nA + i + 1}`), pub, pulse));
+          setting = sealed();
+          await pulse.until(
+            () => lost.every((c) => ledger.of(c.event)?.closedBy),
+            3000,
+            () => {
+              const c = lost.find((x) => !ledger.of(x.event)?.closedBy)!;
+              return `${sealed()} But within 3 s the broker had not closed the channel of ${c.label}: ${fate(ledger, c)}.`;
+            },
+            judge,
+          );
+          setting = sealed();
+          // Anything the learner's code does without hearing from the broker is done by now.
+          await w.host.turns();
+          await pulse.watch(50, judge);
+
+          ledger.release();
+          await pulse.until(
+            () => [...sure, ...lost].every((c) => c.state !== "pending"),
+            SETTLE_MS,
+            () => {
+              const c = lost.find((x) => x.state === "pending");
+              if (c) return `${setting} ${ms(SETTLE_MS)} after the close reached your connection, ${c.label} was ${c.outcome} (${fate(ledger, c)}; its deadline, ${DEFAULT_CONFIRM_TIMEOUT_MS} ms, was far off). When the channel closes, every unconfirmed publish on it must reject at once.`;
+              const s = sure.find((x) => x.state === "pending")!;
+              return `${setting} ${ms(SETTLE_MS)} later, ${s.label} was ${s.outcome}, although ${fate(ledger, s)}.`;
+            },
+            judge,
+          );
+          await w.host.turns();
+          const after = judge();
+          if (after) t.fail(after);
+          for (const c of sure) mustHaveResolved(t, c, ` although ${fate(ledger, c)}.`);
+
+          // The other publisher's channel is untouched: it keeps publishing.
+          const o = new Call(`O${nO + 2}`, otherKey, makeEvent(t.rng, `O${nO + 2}`), other, pulse);
+          await settleAll(t, [o], 5000, "publish() on the other publisher");
+          mustHaveResolved(t, o, ` on publisher O, after D's channel had been closed by the broker. A channel error concerns one channel: the connection and the other publishers' channels keep working.`);
+
+          // D's channel is gone: a new publish must fail, not hang until its deadline, not pretend.
+          const next = new Call(`D${warm + nA + nB + 1}`, key, makeEvent(t.rng, `D${warm + nA + nB + 1}`), pub, pulse);
+          await pulse.until(
+            () => next.state !== "pending",
+            CUT_SETTLE_MS,
+            () => `${setting} ${labels(lost)} rejected. Then a new publish("${key}", …) on D had still not settled ${ms(CUT_SETTLE_MS)} later (${fate(ledger, next)}): the broker closed D's channel, so it must reject at once, not wait for its deadline (${DEFAULT_CONFIRM_TIMEOUT_MS} ms).`,
+            () => (w.host.escaped.length ? escapedMessage() : null),
+          );
+          if (next.state === "resolved") {
+            t.fail(`${setting} ${labels(lost)} rejected. Then a new publish("${key}", …) on D ${next.outcome}, while ${fate(ledger, next)}: nothing can be published to that exchange now, so it must reject.`);
+          }
+
+          // Closing a publisher whose channel the broker already closed: nothing is left to close.
+          try {
+            await t.within("close() on D, whose channel the broker had closed", CUT_SETTLE_MS, pub.close());
+          } catch (e) {
+            if ((e as Error)?.name === "CheckFailure") throw e;
+            t.fail(`${setting} Then close() on D rejected with ${errText(e)}. Its channel was already closed by the broker: close() has nothing left to close and must resolve (a service's shutdown calls close() on every publisher, whatever state it is in).`);
+          }
+          await w.host.turns();
+          if (w.host.escaped.length) t.fail(escapedMessage());
+
+          // What the broker acked is on the broker: the receipts name those messages.
+          const dCalls = [...steady, ...acked];
+          receiptsMatch(t, dCalls, matchMessages(t, await obs.collect(qd, dCalls.length), dCalls.map((c) => c.event), "The queue that was bound to D's exchange"), "that queue");
+          const oCalls = [...steadyO, ...others, o];
+          receiptsMatch(t, oCalls, matchMessages(t, await obs.collect(qo, oCalls.length), oCalls.map((c) => c.event), "The queue bound to O's exchange"), "that queue");
+        };
+
+        // The exchange is taken away; the next publishes on D get the channel closed under them.
+        await obs.sealExchange(doomedEx);
+        const links = w.proxy.brokerConnections;
+        const connectionGone = () =>
+          frames(w.proxy, "toBroker", 10, 50) > 0
+            ? `your code closed the connection (connection.close went to the broker). The connection belongs to the caller, and a channel error concerns one channel: the other publishers on the connection must keep working.`
+            : w.proxy.brokerConnections < links
+              ? `the whole connection ended, without a connection.close from your code. That is what amqplib does when a channel's "error" event has no listener: the event throws inside amqplib's frame loop, which then fails the connection and every channel on it (in a service without this lab's safety net the error would crash the process). Listen for "error" on every channel you open.`
+              : null;
+        try {
+          await afterSeal();
+        } catch (e) {
+          if (!(e instanceof CheckFailure)) throw e;
+          // The learner's connection may be on its way down: give the proxy a moment to see it.
+          await t.waitFor(connectionGone, { timeoutMs: 1000, message: "" }).catch(() => {});
+          const gone = connectionGone();
+          if (!gone) throw e;
+          const seen = e.message.startsWith(setting) ? e.message.slice(setting.length).trim() : e.message;
+          t.fail(`${setting} Then ${gone} What the grader saw first: ${seen}`);
         }
       },
     },
