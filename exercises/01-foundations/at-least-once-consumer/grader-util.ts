@@ -72,6 +72,23 @@ export function isCheckFailure(e: unknown): boolean {
 export interface Sent {
   id: string;
   payment: Payment;
+  /** The body as published, when not JSON.stringify(payment): a retrying producer re-serializing the same payment. */
+  body?: string;
+}
+
+/** The same payment serialized another way (key order, spacing): a producer's retry that rebuilt the message. */
+export function reserialized(rng: Rng, m: Sent): Sent {
+  const { account, amountCents } = m.payment;
+  const body = rng.next() < 0.5 ? JSON.stringify({ amountCents, account }) : JSON.stringify({ account, amountCents }, null, 1);
+  return { ...m, body };
+}
+
+/**
+ * Ids that differ from `base` only where naive dedup looks away: case (a NOCASE column, LIKE,
+ * toLowerCase), a trailing space (trim) and `_` (a LIKE wildcard). Each is a payment of its own.
+ */
+export function lookAlikeIds(base: string): string[] {
+  return [base.toUpperCase(), `${base} `, base.replace(/[-:" ']/, "_")].filter((id, i, all) => id !== base && all.indexOf(id) === i);
 }
 
 const ACCOUNTS = ["acct-17", "acct-23", "acct-42", "acct-51", "acct-68", "acct-90"];
@@ -315,7 +332,7 @@ export class World {
     await this.ready;
     const gch = this.confirmChannel!;
     for (const m of msgs) {
-      gch.sendToQueue(this.queue, Buffer.from(JSON.stringify(m.payment)), { persistent: true, messageId: m.id, contentType: "application/json" });
+      gch.sendToQueue(this.queue, Buffer.from(m.body ?? JSON.stringify(m.payment)), { persistent: true, messageId: m.id, contentType: "application/json" });
     }
     await gch.waitForConfirms();
   }
@@ -478,6 +495,16 @@ export class Run {
   }
 }
 
+/** A committed ledger id that naive dedup would take for `id` (case, spaces, `_` and `%` wildcards), if any. */
+function lookAlikeInLedger(world: World, id: string): string | undefined {
+  const norm = (x: string) => x.trim().toLowerCase();
+  const like = new RegExp(`^${norm(id).replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/_/g, ".").replace(/%/g, ".*")}$`, "s");
+  return world.ledger
+    .rows()
+    .map((r) => r.message_id)
+    .find((other) => other !== id && (norm(other) === norm(id) || like.test(norm(other))));
+}
+
 /** The wire rules, at the moment a settlement reaches the proxy (before it goes on to the broker). */
 function judgeSettlement(run: Run, settled: Delivery[], s: Settlement): void {
   const world = run.world;
@@ -498,8 +525,12 @@ function judgeSettlement(run: Run, settled: Delivery[], s: Settlement): void {
     const which = `${world.describeId(id)} (delivery ${d.index} to ${run.name}${d.redelivered ? ", redelivered" : ""})`;
     if (s.how === "ack" && !done) {
       const handed = run.dripGate && d.index > 0 && !handedOver(run, d) ? " The grader had not even handed that delivery to your code yet." : "";
+      const alike = typeof id === "string" ? lookAlikeInLedger(world, id) : undefined;
+      const twin = alike
+        ? ` The ledger does hold ${describeValue(alike)}, a payment of its own whose id differs from this one only in case, spaces or a \`_\`: compare message ids exactly (no NOCASE collation, LIKE, trim() or toLowerCase()).`
+        : "";
       world.violate(
-        `${cap(how)} from ${run.name} settled ${which} while its payment was not committed in the ledger.${handed} An acked message is gone from the broker: a crash now loses that payment for good. Ack a message only after its own transaction has committed, and with allUpTo/ackAll only when every earlier delivery is committed too.`,
+        `${cap(how)} from ${run.name} settled ${which} while its payment was not committed in the ledger.${handed}${twin} An acked message is gone from the broker: a crash now loses that payment for good. Ack a message only after its own transaction has committed, and with allUpTo/ackAll only when every earlier delivery is committed too.`,
       );
       return;
     }

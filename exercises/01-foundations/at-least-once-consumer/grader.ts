@@ -10,8 +10,10 @@ import {
   isCheckFailure,
   launch,
   leftovers,
+  lookAlikeIds,
   makePayments,
   prepareRun,
+  reserialized,
   startRun,
   verifyLedger,
   verifyQueueEmpty,
@@ -210,6 +212,15 @@ async function crashAndRestart(t: T, point: Point): Promise<void> {
 
 // ---------------------------------------------------------------- checks
 
+/** Queue arguments under which the broker itself drops waiting payments, and how. */
+const LOSSY_ARGS: Record<string, string> = {
+  "x-message-ttl": "A payment that waits longer than that in the queue (a consumer outage, a backlog) is discarded by the broker, never applied.",
+  "x-expires": "The broker deletes the whole queue, with every payment in it, once it has had no consumer for that long.",
+  "x-max-length": "Once that many payments wait, the broker drops the oldest (or refuses new ones).",
+  "x-max-length-bytes": "Once that many bytes of payments wait, the broker drops the oldest (or refuses new ones).",
+  "x-delivery-limit": "A payment redelivered that many times is dropped (or dead-lettered) instead of being tried again.",
+};
+
 export default defineGrader<AtLeastOnceConsumerSubmission>({
   exports: { declareQueue: "function", startConsumer: "function" },
   // Checks share nothing (a queue, a folder, hosts and proxies of their own) and wait on events.
@@ -225,17 +236,32 @@ export default defineGrader<AtLeastOnceConsumerSubmission>({
         await world.declare(host, proxy);
         // Re-declaring with durable, non-exclusive, non-auto-delete settings succeeds only if they
         // match; the broker's 406 names the first one that differs (durable, then auto_delete).
-        const probe = await world.obs.throwaway();
-        try {
-          await probe.assertQueue(world.queue, { durable: true, exclusive: false, autoDelete: false });
-          await probe.close().catch(() => {});
-        } catch (e) {
-          if (amqpCode(e) !== 406) throw e;
-          const said = brokerText(e);
-          const arg = /inequivalent arg '([^']+)'/.exec(said)?.[1];
-          if (arg === "durable") fail(`The queue is not durable (the broker says: ${said}). A broker restart deletes a non-durable queue, and every payment waiting in it, persistent or not.`);
-          if (arg === "auto_delete") fail(`The queue is auto-delete (the broker says: ${said}). It is deleted when its last consumer goes away, so a consumer crash takes the waiting payments with it.`);
-          // Another argument (x-queue-type quorum, say) differs: durability is what matters here.
+        // Then each queue argument in turn: the broker's 406 names one and its value, the next
+        // probe echoes it, until the declaration matches. Arguments that let the broker drop a
+        // waiting payment fail; the others (x-queue-type quorum, a dead-letter exchange) are fine.
+        const args: Record<string, unknown> = {};
+        for (let round = 0; round < 12; round++) {
+          const probe = await world.obs.throwaway();
+          try {
+            await probe.assertQueue(world.queue, { durable: true, exclusive: false, autoDelete: false, arguments: args });
+            await probe.close().catch(() => {});
+            break;
+          } catch (e) {
+            if (amqpCode(e) !== 406) throw e;
+            const said = brokerText(e);
+            const arg = /inequivalent arg '([^']+)'/.exec(said)?.[1];
+            if (arg === "durable") fail(`The queue is not durable (the broker says: ${said}). A broker restart deletes a non-durable queue, and every payment waiting in it, persistent or not.`);
+            if (arg === "auto_delete") fail(`The queue is auto-delete (the broker says: ${said}). It is deleted when its last consumer goes away, so a consumer crash takes the waiting payments with it.`);
+            const value = /current is the value '(.*)' of type '(\w+)'/.exec(said);
+            if (arg && value && arg in LOSSY_ARGS) {
+              fail(`The queue was declared with the argument ${arg} = ${value[1]} (the grader re-declared it and the broker said: ${said}). ${LOSSY_ARGS[arg]} Declare it without ${arg}: no payment may leave the queue unapplied.`);
+            }
+            if (!arg || !value || arg in args) break;
+            const [, text, type] = value;
+            const echo = type === "longstr" ? text : type === "bool" ? text === "true" : Number(text);
+            if (typeof echo === "number" && Number.isNaN(echo)) break;
+            args[arg] = echo;
+          }
         }
         await world.publish(makePayments(t.rng, 1, "d"));
         try {
@@ -328,8 +354,16 @@ export default defineGrader<AtLeastOnceConsumerSubmission>({
         const sent = makePayments(t.rng, 15, "c");
         // Three payments repeat another's body exactly: same account, same amount, new message id.
         t.rng.shuffle([0, 1, 2, 3, 4, 5]).slice(0, 3).forEach((from, i) => (sent[12 + i]!.payment = { ...sent[from]!.payment }));
+        // And payments of their own whose ids differ from another's only in case, a trailing space or a `_`.
+        const base = sent[t.rng.int(6, 11)]!.id;
+        const alikes = makePayments(t.rng, 3, "c").map((m, i) => ({ ...m, id: lookAlikeIds(base)[i]! })).filter((m) => m.id !== undefined);
+        sent.push(...alikes);
         await world.publish(t.rng.shuffle(sent));
-        await waitSettled(run, sent.map((m) => m.id), `With ${sent.length} payments queued (3 of them with the same body as another)`);
+        await waitSettled(
+          run,
+          sent.map((m) => m.id),
+          `With ${sent.length} payments queued (3 of them with the same body as another; ${alikes.map((m) => describeValue(m.id)).join(", ")} with ids that look like ${describeValue(base)} but are not it)`,
+        );
         let consumersAfterStop = -1;
         await finish(run, async () => {
           consumersAfterStop = (await world.obs.count(world.queue))?.consumerCount ?? 0;
@@ -359,9 +393,10 @@ export default defineGrader<AtLeastOnceConsumerSubmission>({
         const dupNow = t.rng.shuffle(first).slice(0, 2);
         // The copies follow their originals at random places in the stream.
         const batch1 = [...first];
-        for (const d of dupNow) batch1.splice(t.rng.int(batch1.indexOf(d) + 1, batch1.length), 0, d);
+        // One copy as it was, one rebuilt by the producer (the same payment, serialized another way).
+        dupNow.forEach((d, i) => batch1.splice(t.rng.int(batch1.indexOf(d) + 1, batch1.length), 0, i === 0 ? d : reserialized(t.rng, d)));
         const frame = (msg: string) =>
-          `The grader published ${dupNow.map((m) => describeValue(m.id)).join(" and ")} twice to process 1${msg ? `, and ${msg}` : ""}. `;
+          `The grader published ${dupNow.map((m) => describeValue(m.id)).join(" and ")} twice to process 1${msg ? `, and ${msg}` : ""} (the copies with the same messageId, some with the same payment serialized another way: key order or spacing). `;
         let later = "";
         try {
           await world.publish(batch1);
@@ -371,7 +406,7 @@ export default defineGrader<AtLeastOnceConsumerSubmission>({
           const fresh = makePayments(t.rng, 3, "b");
           const dupLater = t.rng.shuffle(first.filter((m) => !dupNow.includes(m))).slice(0, 3);
           later = `${dupLater.map((m) => describeValue(m.id)).join(", ")} again after a restart`;
-          await world.publish(t.rng.shuffle([...fresh, ...dupLater]));
+          await world.publish(t.rng.shuffle([...fresh, ...dupLater.map((m) => reserialized(t.rng, m))]));
           await run1.host.exited;
           stopped();
           await waitNoConsumer(world, "After process 1 stopped");
@@ -461,13 +496,17 @@ export default defineGrader<AtLeastOnceConsumerSubmission>({
           return !!firstA && ds.some((d) => d.index > firstA.index && d.messageId !== throws && d.settled !== null && d.settled.how !== "closed");
         };
         let throwsCount = 0;
+        // More failures than any "poison after N tries" limit a learner might pick (and fewer than
+        // a quorum queue's default delivery limit of 20, which a valid design may use).
+        const minThrows = t.rng.int(8, 11);
+        const maxThrows = minThrows + 4;
         world.plan.before = async (call) => {
           if (call.id === throws) {
-            // Three times in any case; then as long as nothing delivered after it has been settled
-            // (up to 10 attempts), so a consumer that keeps it open while it acks later payments
-            // (with allUpTo) shows that on the wire.
-            if (call.attempt > 3 && call.attempt <= 10) await wireSettle();
-            if (call.attempt <= 3 || (call.attempt < 10 && !laterSettled())) {
+            // minThrows times in any case; then as long as nothing delivered after it has been
+            // settled (up to maxThrows attempts), so a consumer that keeps it open while it acks
+            // later payments (with allUpTo) shows that on the wire.
+            if (call.attempt > minThrows && call.attempt <= maxThrows) await wireSettle();
+            if (call.attempt <= minThrows || (call.attempt < maxThrows && !laterSettled())) {
               throwsCount++;
               return "throw";
             }

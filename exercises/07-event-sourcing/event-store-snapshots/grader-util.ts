@@ -5,6 +5,7 @@
  * the learner's store in its host and put what they saw into words.
  */
 import Database from "better-sqlite3";
+import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { CheckFailure, HostGone, describeValue } from "../../../src/kit/index.ts";
@@ -505,10 +506,17 @@ function versionsText(vs: readonly number[]): string {
   return dup === undefined ? ranges(vs) : `${ranges(vs)} (version ${dup} is there ${vs.filter((v) => v === dup).length} times)`;
 }
 
-/** ISO-8601 date and time with a zone, as Date.prototype.toISOString writes it (other precisions allowed). */
-const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
-/** The learner's host reads the same clock; this covers rounding and a loaded box. */
-const CLOCK_SLACK_MS = 1500;
+/** ISO-8601 date and time with a zone, as Date.prototype.toISOString writes it (whole seconds allowed). */
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+/**
+ * How far recorded_at may lie outside the append's own time: what its precision drops (a time
+ * written in whole seconds is up to 999 ms early), plus 250 ms for a learner who reads a clock
+ * other than Date.now() (performance.timeOrigin + performance.now() drifts from it). The learner's
+ * host reads the same system clock as the grader, and the grader's window brackets the call.
+ */
+export function clockSlackMs(recordedAt: string): number {
+  return (/:\d{2}\.\d+/.test(recordedAt) ? 1 : 1000) + 250;
+}
 
 /** The events table holds exactly the grader's log for `s`: versions 1..N, types and data. */
 export function expectEventRows(t: T, out: Outside, s: Stream, when: string): void {
@@ -532,7 +540,8 @@ export function expectEventRows(t: T, out: Outside, s: Stream, when: string): vo
       t.fail(`${q(s.id)} event ${row.version} has recorded_at ${describeValue(row.recorded_at)}; store the time of the append as ISO-8601 text (new Date().toISOString()).`);
     }
     const [from, to] = want.within;
-    if (at < from - CLOCK_SLACK_MS || at > to + CLOCK_SLACK_MS) {
+    const slack = clockSlackMs(String(row.recorded_at));
+    if (at < from - slack || at > to + slack) {
       t.fail(
         `${q(s.id)} event ${row.version} has recorded_at ${describeValue(row.recorded_at)}, but the append that wrote it ran from ${new Date(from).toISOString()} to ${new Date(to).toISOString()}; recorded_at is the time of the append.`,
       );
@@ -563,4 +572,88 @@ export const SNAPSHOT_RULE =
 export function transitionText(s: Stream): string {
   const last = s.appends.at(-1);
   return last ? `After the append that took ${q(s.id)} from version ${last[0]} to ${last[1]}` : "At the start";
+}
+
+// ---------------------------------------------------------------------------------------------
+// close(): what the operating system says the learner's process still has open.
+
+/** `pid` and every process under it (the sandbox's bwrap, then node), or null without a readable /proc. */
+function processTree(pid: number): number[] | null {
+  const out: number[] = [];
+  const visit = (p: number, depth: number): boolean => {
+    if (depth > 8) return true;
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      return depth > 0; // a child gone meanwhile is fine; the host itself unreadable is not
+    }
+    out.push(p);
+    for (const task of tasks) {
+      let kids = "";
+      try {
+        kids = readFileSync(`/proc/${p}/task/${task}/children`, "utf8").trim();
+      } catch {
+        // gone meanwhile
+      }
+      for (const k of kids ? kids.split(/\s+/) : []) visit(Number(k), depth + 1);
+    }
+    return true;
+  };
+  return visit(pid, 0) ? out : null;
+}
+
+/**
+ * The database file (or its -wal, -shm, -journal) as file descriptors still open in the host's
+ * processes, read from /proc/<pid>/fd: "fd 23 → /…/events.db-wal". `null` where the grader cannot
+ * look (no /proc, or the host's descriptors are not readable), so the caller falls back on SQLite.
+ */
+export function openFdsOn(hostPid: number | undefined, dbPath: string, ids: ReadonlySet<string>): string[] | null {
+  if (hostPid === undefined) return null;
+  const tree = processTree(hostPid);
+  if (!tree) return null;
+  const found: string[] = [];
+  let readable = false;
+  for (const p of tree) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${p}/fd`);
+      readable = true;
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let target = "";
+      try {
+        target = readlinkSync(`/proc/${p}/fd/${fd}`);
+      } catch {
+        continue; // closed meanwhile
+      }
+      let same = target === dbPath || target.startsWith(`${dbPath}-`) || target.startsWith(`${dbPath} `);
+      if (!same && target.startsWith("/")) {
+        try {
+          const st = statSync(`/proc/${p}/fd/${fd}`);
+          same = ids.has(`${st.dev}:${st.ino}`);
+        } catch {
+          // closed meanwhile, or not a file
+        }
+      }
+      if (same) found.push(`fd ${fd} → ${target}`);
+    }
+  }
+  return readable ? found : null;
+}
+
+/** dev:ino of the database file and its companions, as they are now (a WAL is deleted by the last close). */
+export function fileIds(dbPath: string): Set<string> {
+  const ids = new Set<string>();
+  for (const suffix of ["", "-wal", "-shm", "-journal"]) {
+    try {
+      const st = statSync(dbPath + suffix);
+      ids.add(`${st.dev}:${st.ino}`);
+    } catch {
+      // not there
+    }
+  }
+  return ids;
 }

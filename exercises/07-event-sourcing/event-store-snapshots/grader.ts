@@ -1,3 +1,4 @@
+import Database from "better-sqlite3";
 import { defineGrader, describeValue, HostGone } from "../../../src/kit/index.ts";
 import type { NewEvent, RecordedEvent } from "../../../src/contracts/event-store-snapshots.ts";
 import {
@@ -16,10 +17,12 @@ import {
   errorText,
   expectEventRows,
   expectSnapshots,
+  fileIds,
   fold,
   isConcurrencyError,
   loadExpect,
   newEvents,
+  openFdsOn,
   openStore,
   q,
   ranges,
@@ -31,6 +34,7 @@ import {
   type Store,
   type Submission,
   type T,
+  clockSlackMs,
 } from "./grader-util.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -46,6 +50,12 @@ import {
  */
 const LOCK_WINDOW_MS = 6;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/**
+ * The pause between appends, beyond the recorded_at check's slack for the precision the learner
+ * writes (see clockSlackMs): a time taken once, when the store opened or at the first append, is
+ * then off by more than the slack. Real time, so load only lengthens it.
+ */
+const PAUSE_BEYOND_SLACK_MS = 150;
 
 type Mode = "grader-commits" | "grader-holds" | "free";
 
@@ -170,6 +180,9 @@ async function race(t: T, writers: Writer[], out: Outside, s: Stream, mode: Mode
   expectSnapshots(t, out, s, s.expectedSnapshots(), when, SNAPSHOT_RULE);
 }
 
+const REDATED =
+  " (after each append, the grader re-dated the snapshots from outside so that older ones have the later created_at: the latest are the highest versions, whatever created_at says)";
+
 // ---------------------------------------------------------------------------------------------
 
 export default defineGrader<Submission>({
@@ -202,9 +215,16 @@ export default defineGrader<Submission>({
         const bank = new Bank(t);
         const writer = await openStore(t, host, path, bank);
         const s = new Stream(accountId(t.rng));
-        await appendBatches(t, writer, bank, s, split(t.rng, t.rng.int(30, 60), 7));
+        await appendBatches(t, writer, bank, s, split(t.rng, t.rng.int(10, 20), 7));
+        // Real time passes between appends (more than the clock slack the recorded_at check allows
+        // for the precision the learner writes): a time taken once, when the store opened or at the
+        // first append, is then off by more than the slack.
         const out = new Outside(t, path);
-        expectEventRows(t, out, s, "After the appends");
+        const first = out.events(s.id)[0]?.recorded_at;
+        const pause = clockSlackMs(typeof first === "string" ? first : "") + PAUSE_BEYOND_SLACK_MS;
+        await sleep(pause);
+        await appendBatches(t, writer, bank, s, split(t.rng, t.rng.int(20, 40), 7));
+        expectEventRows(t, out, s, `After the appends (with a pause of ${pause} ms between the first ones and the others)`);
         // A second store on the same file sees everything.
         const reader = await openStore(t, host, path, bank);
         await loadExpect(t, reader, bank, s, { snapshot: 0, context: "from a second store on the same file" });
@@ -318,8 +338,15 @@ export default defineGrader<Submission>({
           await appendBatches(t, store, bank, s, [plans.get(s)!.shift()!]);
           for (const other of [big, small]) {
             const when = other === s ? transitionText(other) : `After an append to ${q(s.id)}`;
-            expectSnapshots(t, out, other, other.expectedSnapshots(), when, SNAPSHOT_RULE);
+            expectSnapshots(t, out, other, other.expectedSnapshots(), when + REDATED, SNAPSHOT_RULE);
           }
+          // From outside: date every snapshot so far in the future, the older ones later (created_at
+          // is informational). A prune that keeps the highest versions is not affected by it.
+          out.run(
+            "UPDATE snapshots SET created_at = strftime('%Y-%m-%dT%H:%M:%SZ', 32503680000 - version * 60, 'unixepoch') WHERE aggregate_id IN (?, ?)",
+            big.id,
+            small.id,
+          );
         }
       },
     },
@@ -596,6 +623,62 @@ export default defineGrader<Submission>({
         await appendOk(t, again, next, s, newEvents(t.rng, t.rng.int(101, 110) + (left === "after" ? 100 : 0) - s.version));
         expectEventRows(t, out, s, `After the new process appended past the crash`);
         expectSnapshots(t, out, s, s.expectedSnapshots(), transitionText(s), SNAPSHOT_RULE);
+      },
+    },
+    {
+      name: "close() closes the store's connection: afterwards no process of yours holds the database file",
+      hint: "close() must call db.close() on every connection the store opened (and only this store's: another store on the same file carries on).",
+      async run(t) {
+        const host = await t.learnerHost();
+        const path = dbFileIn(t, host);
+        const bank = new Bank(t);
+        const a = await openStore(t, host, path, bank);
+        const b = await openStore(t, host, path, bank);
+        const s = new Stream(accountId(t.rng));
+        // Every statement a store has: appends across a snapshot, loads on both stores.
+        await appendBatches(t, a, bank, s, split(t.rng, t.rng.int(101, 130), 25));
+        await loadExpect(t, b, bank, s, { snapshot: s.latestSnapshot(), context: "on a second store" });
+        await appendBatches(t, b, bank, s, split(t.rng, t.rng.int(2, 9), 4));
+        const ids = fileIds(path);
+        // While the stores are open the grader must see their descriptors: otherwise it cannot
+        // look here (or the store opens a connection per call), and SQLite alone decides below.
+        const whileOpen = openFdsOn(host.pid, path, ids);
+        const canSee = whileOpen !== null && whileOpen.length > 0;
+        const [first, second] = t.rng.next() < 0.5 ? [a, b] : [b, a];
+        await t.within("close() on one store", CALL_MS, first.close());
+        // The other store on the same file is not affected.
+        await appendBatches(t, second, bank, s, split(t.rng, t.rng.int(1, 6), 3));
+        await loadExpect(t, second, bank, s, { snapshot: s.latestSnapshot(), context: "on the other store, after close() on the first" });
+        await t.within("close() on the other store", CALL_MS, second.close());
+        await host.turns();
+        if (canSee) {
+          const left = openFdsOn(host.pid, path, ids) ?? [];
+          if (left.length) {
+            t.fail(
+              `After close() returned on both stores on ${path}, your store's process still has the database open (from /proc: ${left.slice(0, 4).join(", ")}). close() must close every SQLite connection the store opened (db.close()).`,
+            );
+          }
+        }
+        // SQLite's own word: leaving WAL mode needs the file to itself, and fails with SQLITE_BUSY
+        // while any other connection (an idle one too) has it open.
+        const g = new Database(path, { timeout: 0 });
+        try {
+          let mode: unknown;
+          try {
+            mode = g.pragma("journal_mode = DELETE", { simple: true });
+          } catch (e) {
+            t.fail(
+              `After close() returned on both stores on ${path}, the grader's own connection could not take the file for itself (PRAGMA journal_mode = DELETE failed: ${errorText(e)}): another connection still has it open. close() must close every SQLite connection the store opened (db.close()).`,
+            );
+          }
+          if (String(mode).toLowerCase() !== "delete") {
+            t.fail(
+              `After close() returned on both stores on ${path}, the grader's own connection could not take the file for itself (PRAGMA journal_mode = DELETE left it in ${describeValue(mode)} mode): another connection still has it open. close() must close every SQLite connection the store opened (db.close()).`,
+            );
+          }
+        } finally {
+          g.close();
+        }
       },
     },
   ],

@@ -35,6 +35,7 @@ class WatchedClock extends VirtualClock {
     this.requests.push(entry);
     const end = () => {
       entry.done = true;
+      this.poke();
     };
     // Observe the end without handling the rejection for the learner (their await still sees it).
     p.then(end, end);
@@ -450,6 +451,69 @@ function expectAbortRejection(t: T, run: Run, reason: unknown, ctx: string): voi
   }
 }
 
+/**
+ * An abort while attempt k is in flight, then that attempt fails. `where` says which attempt and
+ * how: "middle" (k < maxAttempts; it fails with the signal's reason or its own error), "last"
+ * (k = maxAttempts; its own error), "fatal" (k < maxAttempts; its own error, which isRetryable
+ * refuses). In every case retry() must reject with signal.reason, with no further attempt.
+ */
+async function abortInFlight(t: T, where: "middle" | "last" | "fatal"): Promise<void> {
+  const maxAttempts = t.rng.int(3, 6);
+  const k = where === "last" ? maxAttempts : t.rng.int(1, maxAttempts - 1);
+  const s = steps(t.rng, maxAttempts, null, "in-flight");
+  s[k - 1] = { hold: true };
+  const own = new GraderError(`attempt ${k} failed after the abort`);
+  const plan: Plan = {
+    maxAttempts,
+    baseDelayMs: t.rng.int(1000, 5000),
+    maxDelayMs: 60_000,
+    jitter: t.rng.pick(["none", "full"] as const),
+    randoms: randoms(t.rng, 3 * maxAttempts + 10, 0.2, 0.999),
+    steps: s,
+  };
+  if (where === "fatal") plan.fatal = new Set([own]);
+  const { controller, abort, label } = newAbort(t.rng);
+  const run = new Run(t, await t.learnerHost(), plan, controller.signal);
+  run.start();
+  await run.drive(() => run.attempts.length >= k);
+  if (run.attempts.length !== k || !run.held) {
+    t.fail(`With ${showPlan(plan)}, the grader expected attempt ${k} to be in flight but saw ${run.attempts.length} attempt(s); the operation must be called once per attempt, one at a time.`);
+  }
+  const which = where === "last" ? `attempt ${k}, the last one maxAttempts allows,` : `attempt ${k}`;
+  const ctx = `With ${showPlan(plan)}${plan.fatal ? " and isRetryable" : ""}, the caller called ${label} while ${which} was in flight`;
+  const received = run.attempts.map((a) => a.signal);
+  const bad = received.findIndex((sig) => (sig as AbortSignal | undefined)?.aborted !== false);
+  if (bad >= 0) {
+    t.fail(
+      `With ${showPlan(plan)} and options.signal set, attempt ${bad + 1}${bad + 1 === maxAttempts ? " (the last)" : ""} received ${show(received[bad])} as its signal; ` +
+        `pass options.signal to the operation, on every attempt, so it can cancel its own work.`,
+    );
+  }
+  abort();
+  // A signal the learner derived (AbortSignal.any) aborts in its host first; let it say so.
+  await ticks(run.host);
+  const missed = received.findIndex((sig) => (sig as AbortSignal).aborted !== true);
+  if (missed >= 0) {
+    t.fail(`${ctx}: the signal that attempt ${missed + 1} received did not report the abort; pass options.signal itself to the operation.`);
+  }
+  // The attempt fails as cancelled I/O would: with the signal's reason, or with its own error.
+  const thrown = where === "middle" && t.rng.next() < 0.5 ? controller.signal.reason : own;
+  const how =
+    thrown === own
+      ? `, and that attempt then threw its own error ${show(own)}${where === "fatal" ? " (which isRetryable refuses)" : ""}`
+      : ", and that attempt then failed with the signal's reason";
+  run.held!.reject(thrown);
+  await run.until(
+    () => run.settled !== null,
+    () => `${ctx}${how}; retry() did not settle within ${REACT_MS / 1000} s while the clock stood still. Do not sleep once the signal is aborted.`,
+  );
+  expectAbortRejection(t, run, controller.signal.reason, ctx + how + " (check the signal first: an aborted call rejects with signal.reason, whatever the attempt threw)");
+  await run.settle();
+  if (run.attempts.length !== k) {
+    t.fail(`${ctx}: retry() still made another attempt (${run.attempts.length} in all, expected ${k}). Nothing may start after an abort.`);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 export default defineGrader<Submission>({
@@ -704,6 +768,14 @@ export default defineGrader<Submission>({
             `An abort must end the sleep at once: pass the signal to clock.sleep(ms, signal).`,
         );
         expectAbortRejection(t, run, controller.signal.reason, ctx);
+        // The sleep itself must have ended with the abort, not be left running under a race.
+        const open = () => run.clock.requests.filter((r) => !r.done);
+        await run.until(
+          () => open().length === 0,
+          () =>
+            `${ctx}: retry() rejected, but the sleep of ${open()[0]!.ms} ms it requested on the clock was still running ${REACT_MS / 1000} s later, while the clock stood still. ` +
+            `Pass the signal to clock.sleep(ms, signal) so the abort ends the sleep itself; racing a sleep without the signal against an abort listener leaves a timer running after retry() has settled.`,
+        );
         await run.settle();
         if (run.attempts.length !== k) {
           t.fail(`${ctx}: retry() rejected, but the operation was still called afterwards (${run.attempts.length} attempts in all, expected ${k}). Nothing may start after an abort.`);
@@ -745,52 +817,10 @@ export default defineGrader<Submission>({
       hint: "Give the operation options.signal as its second argument; after a failure, check the signal before deciding to sleep and retry.",
       timeoutMs: 15000,
       async run(t) {
-        const maxAttempts = t.rng.int(3, 6);
-        const k = t.rng.int(1, maxAttempts - 1);
-        const s = steps(t.rng, maxAttempts, null, "in-flight");
-        s[k - 1] = { hold: true };
-        const plan: Plan = {
-          maxAttempts,
-          baseDelayMs: t.rng.int(1000, 5000),
-          maxDelayMs: 60_000,
-          jitter: t.rng.pick(["none", "full"] as const),
-          randoms: randoms(t.rng, 3 * maxAttempts + 10, 0.2, 0.999),
-          steps: s,
-        };
-        const { controller, abort, label } = newAbort(t.rng);
-        const run = new Run(t, await t.learnerHost(), plan, controller.signal);
-        run.start();
-        await run.drive(() => run.attempts.length >= k);
-        if (run.attempts.length !== k || !run.held) {
-          t.fail(`With ${showPlan(plan)}, the grader expected attempt ${k} to be in flight but saw ${run.attempts.length} attempt(s); the operation must be called once per attempt, one at a time.`);
-        }
-        const ctx = `With ${showPlan(plan)}, the caller called ${label} while attempt ${k} was in flight`;
-        const received = run.attempts.map((a) => a.signal);
-        const bad = received.findIndex((sig) => (sig as AbortSignal | undefined)?.aborted !== false);
-        if (bad >= 0) {
-          t.fail(
-            `With ${showPlan(plan)} and options.signal set, attempt ${bad + 1} received ${show(received[bad])} as its signal; ` +
-              `pass options.signal to the operation so it can cancel its own work.`,
-          );
-        }
-        abort();
-        // A signal the learner derived (AbortSignal.any) aborts in its host first; let it say so.
-        await ticks(run.host);
-        const missed = received.findIndex((sig) => (sig as AbortSignal).aborted !== true);
-        if (missed >= 0) {
-          t.fail(`${ctx}: the signal that attempt ${missed + 1} received did not report the abort; pass options.signal itself to the operation.`);
-        }
-        // The attempt fails as cancelled I/O would: with the signal's reason, or with its own error.
-        run.held!.reject(t.rng.next() < 0.5 ? controller.signal.reason : new GraderError(`attempt ${k} failed after the abort`));
-        await run.until(
-          () => run.settled !== null,
-          () => `${ctx}, and that attempt then failed; retry() did not settle within ${REACT_MS / 1000} s while the clock stood still. Do not sleep once the signal is aborted.`,
-        );
-        expectAbortRejection(t, run, controller.signal.reason, ctx + ", and that attempt then failed");
-        await run.settle();
-        if (run.attempts.length !== k) {
-          t.fail(`${ctx}: retry() still made another attempt (${run.attempts.length} in all, expected ${k}). Nothing may start after an abort.`);
-        }
+        // Three runs, in seeded order: the abort hits a middle attempt that then fails (with the
+        // reason or its own error), the LAST attempt (whose own error must not win over the reason),
+        // and a middle attempt whose own error isRetryable() refuses (nor may that one).
+        for (const where of t.rng.shuffle(["middle", "last", "fatal"] as const)) await abortInFlight(t, where);
       },
     },
     {
