@@ -11,6 +11,7 @@
  * When fd 4 ends, the grader is gone, and so is the host.
  */
 import { createReadStream, readSync, writeSync } from "node:fs";
+import { StringDecoder } from "node:string_decoder";
 import { pathToFileURL } from "node:url";
 import { buildCap, type CapContext } from "./caps.ts";
 import { guardSqlite, lockAddons, lockSignals } from "./guards.ts";
@@ -61,6 +62,8 @@ function writeAll(fd: number, text: string): void {
 
 const syncBuf = Buffer.alloc(1 << 16);
 let syncPending = "";
+// A read can end inside a multi-byte character: the decoder carries its bytes to the next read.
+const syncDecoder = new StringDecoder("utf8");
 function readLineSync(): string {
   for (;;) {
     const nl = syncPending.indexOf("\n");
@@ -80,7 +83,7 @@ function readLineSync(): string {
       // The grader went away while this call waited for it.
       realExit(0);
     }
-    syncPending += syncBuf.toString("utf8", 0, n);
+    syncPending += syncDecoder.write(syncBuf.subarray(0, n));
   }
 }
 

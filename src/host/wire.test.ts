@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Peer, markSync, type Msg } from "./wire.ts";
+import { LineReader, Peer, markSync, type Msg } from "./wire.ts";
 
 /** Two peers wired back to back, messages delivered on a later turn as over a pipe. */
 function pair(serve: (to: unknown, args: unknown[]) => unknown) {
@@ -121,5 +121,20 @@ describe("the RPC wire", () => {
     const p = grader.call({ export: "f" }, []);
     grader.close(new Error("host gone"));
     await expect(p).rejects.toThrow("host gone");
+  });
+});
+
+describe("LineReader", () => {
+  it("keeps a multi-byte character whole when a chunk ends inside it", () => {
+    const lines: string[] = [];
+    const r = new LineReader((l) => lines.push(l));
+    const bytes = Buffer.from('{"note":"größe ✓ 🧾"}\nnext\n', "utf8");
+    // Every split point, including those inside ß (2 bytes), ✓ (3) and 🧾 (4).
+    for (let cut = 1; cut < bytes.length; cut++) {
+      r.push(bytes.subarray(0, cut));
+      r.push(bytes.subarray(cut));
+    }
+    expect(new Set(lines)).toEqual(new Set(['{"note":"größe ✓ 🧾"}', "next"]));
+    expect(lines.length).toBe(2 * (bytes.length - 1));
   });
 });

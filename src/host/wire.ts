@@ -12,6 +12,7 @@
  * The host never decides anything. Whatever it says is what the learner's code did, so a
  * forged message can only claim a behaviour the learner could have had legitimately.
  */
+import { StringDecoder } from "node:string_decoder";
 
 export type Wire =
   | null
@@ -528,13 +529,17 @@ export class Peer {
 /** Splits a byte stream into JSON lines; a line longer than `maxLine` is refused, not buffered. */
 export class LineReader {
   private buf = "";
+  // A chunk can end inside a multi-byte UTF-8 character (a "ß" in a 1000-message batch, split at
+  // the pipe's 64 KiB): the decoder keeps the partial bytes for the next chunk, where decoding
+  // each chunk on its own would turn them into U+FFFD and corrupt the learner's data.
+  private readonly decoder = new StringDecoder("utf8");
   constructor(
     private readonly onLine: (line: string) => void,
     private readonly maxLine = 16 * 1024 * 1024,
     private readonly onOverflow: () => void = () => {},
   ) {}
   push(chunk: Buffer | string): void {
-    this.buf += typeof chunk === "string" ? chunk : chunk.toString("utf8");
+    this.buf += typeof chunk === "string" ? chunk : this.decoder.write(chunk);
     if (this.buf.length > this.maxLine && this.buf.indexOf("\n") < 0) {
       this.buf = "";
       this.onOverflow();
