@@ -4,6 +4,7 @@
  * capabilities the host builds on its side (a channel to the grader's proxy, a database in the
  * host's folder). It can SIGKILL a host at any point, start another, and run several at once.
  */
+import type { PendingTimer } from "./timers.ts";
 import type { HostEnd, HostProcess } from "../grading/host-process.ts";
 import { HostGone } from "../grading/host-process.ts";
 import { markSync } from "../host/wire.ts";
@@ -97,8 +98,8 @@ export class Host {
    * (src/host/timers.ts), so this is the learner's own process reporting: use it to find work
    * left scheduled after a request, and let the verdict rest on what that work would do.
    */
-  async timers(): Promise<{ kind: "timeout" | "interval" | "promise"; ms: number; callback: string }[]> {
-    return (await this.proc.call({ builtin: "timers" }, [])) as { kind: "timeout" | "interval" | "promise"; ms: number; callback: string }[];
+  async timers(): Promise<PendingTimer[]> {
+    return (await this.proc.call({ builtin: "timers" }, [])) as PendingTimer[];
   }
 
   /** SIGKILL, now. Calls still waiting reject with HostGone. */

@@ -45,3 +45,4 @@ export { WireTopology, decodeTopology, type TopologyMethod, type QueueDeclareSee
 export { WirePublishes, type WirePublish, type ConfirmSeen } from "./amqp-publishes.ts";
 export { decodeFieldTable, decodeMessageHeaders, type FieldTable } from "./amqp-table.ts";
 export { Pulse } from "./pulse.ts";
+export { newTimers, type PendingTimer } from "./timers.ts";

@@ -212,6 +212,9 @@ export function mustRejectWith(t: T, call: BatchCall, expected: string[], contex
   }
   const got = call.failedIds();
   if (typeof got === "string") t.fail(`${lead(context, call.label)} rejected, as it should, but ${got}. The caller needs to know which messages to publish again.`);
+  if (!(call.error instanceof Error)) {
+    t.fail(`${lead(context, call.label)} rejected with ${describeValue(call.error, 200)}, which is not an Error: reject with an Error that carries failedIds as an own property, e.g. Object.assign(new Error("3 of 500 not confirmed"), { failedIds }).`);
+  }
   const want = new Set(expected);
   const extra = got.filter((id) => !want.has(id));
   const missing = expected.filter((id) => !got.includes(id));

@@ -1,5 +1,5 @@
 import type { GetMessage } from "amqplib";
-import { defineGrader, describeValue } from "../../../src/kit/index.ts";
+import { defineGrader, describeValue, newTimers } from "../../../src/kit/index.ts";
 import type { AmqpFrame } from "../../../src/kit/index.ts";
 import type { BatchConfirmsSubmission, BatchPublisher, OutgoingMessage } from "../../../src/contracts/batch-confirms.ts";
 import { DEFAULT_BATCH_CONFIRM_TIMEOUT_MS } from "../../../src/contracts/batch-confirms.ts";
@@ -31,6 +31,8 @@ import {
  * learner's own deadline is short.)
  */
 const HOLD_MS = 2500;
+/** The longest learner timer (shorter than the deadline) the grader holds the confirms past, in check 1. */
+const MAX_TIMER_WATCH_MS = 9000;
 /** Time the learner's code gets to settle a call once every answer has reached its connection. */
 const SETTLE_MS = 2000;
 /** Once the connection is cut, a pending call must reject within this, long before its deadline. */
@@ -83,13 +85,15 @@ export default defineGrader<BatchConfirmsSubmission>({
     {
       name: "publishBatch holds the call until every confirm arrives, even when they are held for seconds",
       hint: "Publish every message on a confirm channel, then wait until the broker has answered for each one: amqplib calls each publish's callback with its own ack or nack. Never resolve because time passed, or because most answers came in.",
-      timeoutMs: 15000,
+      timeoutMs: 25000,
       async run(t: T) {
         const w = await arrange(t);
         const pub = await newPublisher(t, w.host, w.conn, w.exchange);
         const key = randomKey(t.rng);
         const queue = t.names.queue("confirmed");
         await w.obs.queue(t, queue, w.exchange, [key]);
+        // Timers already there (amqplib's heartbeats) are not the batches'.
+        const timersBefore = await w.host.timers();
 
         // The steady state: a batch confirmed as usual.
         const steady = new BatchCall("the first batch", makeBatch(t.rng, "warm", t.rng.int(3, 6), () => key), pub, w.pulse);
@@ -108,6 +112,16 @@ export default defineGrader<BatchConfirmsSubmission>({
           settledEarly(w, held, setting),
         );
         await w.pulse.watch(HOLD_MS, settledEarly(w, held, `${setting} The broker had answered for all of them, and the grader kept the answers for ${ms(HOLD_MS)}.`));
+        // A timer your code set for this batch that fires before its deadline (an "assume it
+        // worked after a while") is watched out too: the answers stay held until it has fired.
+        const short = newTimers(timersBefore, await w.host.timers(), 1000).filter((x) => x.ms < DEFAULT_BATCH_CONFIRM_TIMEOUT_MS - 1000 && x.ms <= MAX_TIMER_WATCH_MS);
+        if (short.length) {
+          const until = held.startedAt + short[0]!.ms + 300;
+          await w.pulse.watch(
+            Math.max(0, until - performance.now()),
+            settledEarly(w, held, `${setting} The broker had answered for all of them, and the grader kept the answers for ${ms(until - held.startedAt)}, past the ${short[0]!.ms} ms timer your code had set (its deadline is ${DEFAULT_BATCH_CONFIRM_TIMEOUT_MS} ms).`),
+          );
+        }
         w.wire.release();
         await w.pulse.until(() => held.state !== "pending", SETTLE_MS, () => `${setting} After ${ms(HOLD_MS)} the grader let the broker's answers (all acks) through; ${ms(SETTLE_MS)} later ${held.label} ${held.outcome}.`);
         mustResolve(t, held, `${setting} Once the held acks were let through,`);
@@ -133,6 +147,17 @@ export default defineGrader<BatchConfirmsSubmission>({
         w.wire.release();
         await w.pulse.until(() => call.state !== "pending", SETTLE_MS, () => `${setting2} Then the grader let it through; ${ms(SETTLE_MS)} later ${call.label} ${call.outcome}.`);
         mustResolve(t, call, `${setting2} Once it was let through,`);
+        // Three batches settled: none leaves its deadline's timer running behind it. The host
+        // records the learner's timers, so this is exact, not a wait for a late effect.
+        await w.host.turns();
+        const left = newTimers(timersBefore, await w.host.timers(), 1000);
+        if (left.length) {
+          const [first] = left;
+          t.fail(
+            `Three batches had resolved on their confirms, but your code still had ${left.length === 1 ? `a timer of ${first!.ms} ms` : `${left.length} timers pending (the longest: ${first!.ms} ms)`} pending (${first!.callback || "a callback"}). ` +
+              `A batch that settled leaves nothing scheduled: clear its deadline's timer when it settles, or every batch keeps a live timer (and what it holds) for the length of the deadline.`,
+          );
+        }
       },
     },
     {
@@ -429,17 +454,30 @@ export default defineGrader<BatchConfirmsSubmission>({
         const heldIds = new Set(a.ids.slice(k - 1));
         const nB = t.rng.int(4, 10);
         const bBatch = makeBatch(t.rng, "B", nB, () => key);
-        for (const m of bBatch) heldIds.add(m.messageId);
+        // B's publishes wait at the proxy, on their way to the broker; shortly before B's deadline
+        // the first one alone goes on, so its ack reaches your code late: the deadline counts from
+        // the call, not from the last confirm.
+        for (const m of bBatch.slice(1)) heldIds.add(m.messageId);
         w.wire.hold((c) => c.covered.some((p) => heldIds.has(String(p.properties?.messageId))));
         gate.open();
+        const bFrames: AmqpFrame[] = [];
+        let bCalled = false;
+        w.proxy.tap("toBroker", (f) => {
+          if (bCalled && isPublish(f) && f.link === 1) bFrames.push(f);
+        });
+        const gateB = stopAtPublish(w, 1, 1);
+        bCalled = true;
         const b = new BatchCall("B's batch", bBatch, pubB, w.pulse);
-        const setting = `${intro} Then A published ${nA} messages, of which the broker's answers for the first ${k - 1} reached your code (#${badAt + 1} went to a full queue and was nacked, the others were acked) and those of the other ${nA - k + 1} were held at the proxy; B published ${nB}, all of whose acks were held.`;
+        const lateFirst = setTimeout(() => gateB.moveTo((f) => f === bFrames[1]), Math.max(0, dB - 200 - (performance.now() - b.startedAt)));
+        t.defer(() => clearTimeout(lateFirst));
+        const setting = `${intro} Then A published ${nA} messages, of which the broker's answers for the first ${k - 1} reached your code (#${badAt + 1} went to a full queue and was nacked, the others were acked) and those of the other ${nA - k + 1} were held at the proxy; B published ${nB}, which the grader held back on their way to the broker, except that ${dB - 200} ms after the call it let B's first message through (its ack reached your code).`;
         const deadlineOf = (c: BatchCall) => (c === a ? dA : dB);
         const fault = (c: BatchCall): string | null => {
           const d = deadlineOf(c);
           if (c.state === "pending") return c.elapsed > d + LATE_MS ? `${lead(setting, c.label)} ${c.outcome}, past its deadline of ${d} ms: at the deadline publishBatch() must reject.` : null;
           if (c.state === "resolved") return `${lead(setting, c.label)} ${c.outcome}, although the broker's answers for ${listIds(c.ids.filter((id) => heldIds.has(id)))} had not reached your code: with answers missing at the deadline, the call rejects; it never resolves on a timer.`;
           if (c.elapsed < d - EARLY_TOLERANCE_MS) return `${lead(setting, c.label)} ${c.outcome}, before its deadline of ${d} ms (counted from its own call).`;
+          if (c.elapsed > d + LATE_MS) return `${lead(setting, c.label)} ${c.outcome}, more than ${LATE_MS} ms past its deadline of ${d} ms: the deadline counts from the call (not from the last confirm that arrived).`;
           return null;
         };
         await w.pulse.until(
@@ -456,6 +494,8 @@ export default defineGrader<BatchConfirmsSubmission>({
         }
 
         // The late acks now reach your code; they settle nothing else, and A keeps working.
+        clearTimeout(lateFirst);
+        gateB.open();
         w.wire.release();
         await w.host.turns();
         const next = new BatchCall("A's next batch", makeBatch(t.rng, "A2", t.rng.int(3, 6), () => key), pubA, w.pulse);

@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from "node:util";
-import { CheckFailure, amqpCode, defineGrader, describeValue } from "../../../src/kit/index.ts";
+import { CheckFailure, amqpCode, defineGrader, describeValue, newTimers } from "../../../src/kit/index.ts";
 import type { Publisher, PublisherConfirmsSubmission } from "../../../src/contracts/publisher-confirms.ts";
 import { DEFAULT_CONFIRM_TIMEOUT_MS } from "../../../src/contracts/publisher-confirms.ts";
 import {
@@ -49,28 +49,6 @@ const LATE_MS = 500;
 const HOLD_MS = 2500;
 /** Once the connection is cut, its pending publishes must reject within this, long before their deadline. */
 const CUT_SETTLE_MS = 2000;
-
-/**
- * The timers pending now that were not pending before (a multiset difference by kind, delay and
- * callback), leaving out short ones (a timeout of a few ms may still be due) and intervals.
- */
-function newTimers<X extends { kind: string; ms: number; callback: string }>(before: X[], now: X[]): X[] {
-  const seen = new Map<string, number>();
-  for (const x of before) seen.set(`${x.kind}|${x.ms}|${x.callback}`, (seen.get(`${x.kind}|${x.ms}|${x.callback}`) ?? 0) + 1);
-  return now
-    .filter((x) => {
-      const k = `${x.kind}|${x.ms}|${x.callback}`;
-      const n = seen.get(k) ?? 0;
-      if (n > 0) {
-        seen.set(k, n - 1);
-        return false;
-      }
-      // An interval is a sweep over all deadlines (a design of its own, fine while the
-      // publisher is open); a timeout of a second or more left behind is one publish's deadline.
-      return x.ms >= 1000 && x.kind !== "interval";
-    })
-    .sort((a, b) => b.ms - a.ms);
-}
 
 const CONFIRM_HINT_HOLD = "A publish that resolves before its confirm tells the caller \"safe\" about a message the broker has not taken responsibility for: if the broker dies now, the message is lost and nobody knows.";
 
@@ -346,7 +324,7 @@ export default defineGrader<PublisherConfirmsSubmission>({
         // A settled publish leaves nothing behind: its deadline's timer went with it. The host
         // records the learner's timers, so this is exact, not a wait for a late effect.
         await w.host.turns();
-        const left = newTimers(timersBefore, await w.host.timers());
+        const left = newTimers(timersBefore, await w.host.timers(), 1000);
         if (left.length) {
           const [first] = left;
           const what = first!.kind === "interval" ? `an interval every ${first!.ms} ms` : `a timer of ${first!.ms} ms`;

@@ -153,6 +153,8 @@ export class Run {
   readUncommitted = false;
   /** Offset commits (plain or transactional) for the check's group and topic. */
   commits = 0;
+  /** The highest offset per partition this process's commits carried on the wire. */
+  readonly committedOnWire = new Map<number, number>();
   // What the effect callbacks saw.
   readonly effects: EffectCall[] = [];
   /** The call whose write has not returned yet. */
@@ -378,6 +380,19 @@ export class Lab {
 
   /** Writes messages inside one transaction, then commits or aborts it. */
   async writeTransaction(specs: Spec[], outcome: "commit" | "abort"): Promise<void> {
+    const tx = await this.openTransaction(specs, outcome);
+    await tx.end();
+  }
+
+  /** Transactions the grader has written to and not ended yet. */
+  openTransactions = 0;
+
+  /**
+   * Writes messages inside one transaction and leaves it open: read_committed consumers stop at
+   * its first record (the last stable offset) until `end()` commits or aborts it, as `outcome`
+   * says. Its records count as `outcome`'s from the moment they are written.
+   */
+  async openTransaction(specs: Spec[], outcome: "commit" | "abort"): Promise<{ end(): Promise<void>; firstOffsets: Map<number, number> }> {
     if (!this.txProducer) {
       const kafka: Kafka = await this.t.kafka.client({ retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
       this.txProducer = kafka.producer({ transactionalId: this.t.names.transactionalId("writer"), idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
@@ -386,20 +401,30 @@ export class Lab {
       this.t.defer(() => producer.disconnect());
     }
     const tx = await this.txProducer.transaction();
+    const firstOffsets = new Map<number, number>();
+    this.openTransactions++;
     try {
       for (let p = 0; p < this.partitions; p++) {
         const mine = specs.filter((s) => s.partition === p);
         if (mine.length === 0) continue;
         const [meta] = await tx.send({ topic: this.topic, messages: mine.map((s) => ({ partition: p, key: s.key, value: s.value })) });
         const base = Number(meta!.baseOffset);
+        firstOffsets.set(p, base);
         mine.forEach((s, i) => this.add(s, base + i, outcome === "commit" ? "committed" : "aborted"));
       }
     } catch (e) {
+      this.openTransactions--;
       await tx.abort().catch(() => {});
       throw e;
     }
-    if (outcome === "commit") await tx.commit();
-    else await tx.abort();
+    return {
+      firstOffsets,
+      end: async () => {
+        if (outcome === "commit") await tx.commit();
+        else await tx.abort();
+        this.openTransactions--;
+      },
+    };
   }
 
   /**
@@ -447,9 +472,15 @@ export class Lab {
     return [...this.ends].every(([p, end]) => partitions.some((x) => x.partition === p && x.fetchOffset >= BigInt(end)));
   }
 
-  /** A record to crash at: one with at least two more records after it on its partition. */
-  pickVictim(): Rec {
-    const candidates = this.expected.filter((r) => this.expected.some((o) => o.partition === r.partition && o.offset > r.offset + 1));
+  /**
+   * A record to crash at: one with at least two more records after it on its partition. With
+   * `earlier`, also one with records before it there, so it falls inside a fetched batch, not at
+   * its start (where a batch-wide rollback has nothing before it to lose).
+   */
+  pickVictim(opts: { earlier?: boolean } = {}): Rec {
+    const candidates = this.expected.filter(
+      (r) => this.expected.some((o) => o.partition === r.partition && o.offset > r.offset + 1) && (!opts.earlier || this.expected.some((o) => o.partition === r.partition && o.offset < r.offset)),
+    );
     return this.t.rng.pick(candidates);
   }
 
@@ -691,6 +722,9 @@ export class Lab {
     }
     if (!entries.some((e) => e.topic === this.topic)) return;
     run.commits++;
+    for (const e of entries) {
+      if (e.topic === this.topic) run.committedOnWire.set(e.partition, Math.max(run.committedOnWire.get(e.partition) ?? -1, Number(e.offset)));
+    }
     if (this.violations.length) return;
     const applied = this.applied(run);
     for (const e of entries) {
@@ -704,7 +738,9 @@ export class Lab {
           ? " (applyEffect had written its row, but the transaction holding it had not committed)"
           : calls.length
             ? " (applyEffect had been called for it, and had thrown)"
-            : "";
+            : first.kind === "committed" && this.openTransactions > 0
+              ? " (it belongs to a transaction its producer had not committed yet, so a read_committed consumer had not even been given it: commit the offset after the last record you processed, message.offset + 1, never a batch's highWatermark or the partition's end)"
+              : "";
         this.violations.push({
           rec: first,
           text: `An offset commit for partition ${e.partition} up to offset ${upTo} was on its way to the broker while the message at ${describeRec(first)} had not been applied${threw}: its effect was not in the database. A crash at that moment loses the message: the restart resumes after it. Commit an offset only after the SQLite transaction with the effects it covers has committed.`,

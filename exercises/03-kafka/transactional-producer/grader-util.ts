@@ -242,6 +242,8 @@ export interface EndTxnSeen {
   committed: boolean;
   /** Set once the broker's answer has been passed on to the learner's client. */
   answered: boolean;
+  /** The answer's error code (0: done), once it came. */
+  errorCode?: number;
 }
 
 /**
@@ -281,6 +283,11 @@ export class TxnWire {
     return this.endTxns.filter((e) => e.committed === committed).length;
   }
 
+  /** Commits (or aborts) sent, less those the broker refused (a refused one retried counts once). */
+  ended(committed: boolean): number {
+    return this.endTxns.filter((e) => e.committed === committed && !(e.errorCode !== undefined && e.errorCode !== 0)).length;
+  }
+
   private see(req: KafkaRequest): Promise<"forward"> | void {
     if (DURABLE_APIS.has(req.apiKey)) this.durable.push(apiName(req.apiKey));
     if (req.apiKey === ApiKey.InitProducerId && req.apiVersion <= 1) {
@@ -299,7 +306,11 @@ export class TxnWire {
     this.ids.add(end.transactionalId);
     const rec: EndTxnSeen = { ...end, answered: false };
     this.endTxns.push(rec);
-    void req.response.then(() => (rec.answered = true));
+    void req.response.then((frame) => {
+      rec.answered = true;
+      // Size, correlation id, throttle_time_ms, then error_code (EndTxn v0 to v2 are not flexible).
+      if (frame.length >= 14) rec.errorCode = frame.readInt16BE(12);
+    });
     const hold = this.onEndTxn?.(rec);
     if (hold) return hold.then(() => "forward" as const);
   }

@@ -1,5 +1,5 @@
-import { defineGrader, describeValue } from "../../../src/kit/index.ts";
-import type { CheckContext, Host } from "../../../src/kit/index.ts";
+import { defineGrader, describeValue, newTimers } from "../../../src/kit/index.ts";
+import type { CheckContext, Host, PendingTimer } from "../../../src/kit/index.ts";
 import type { Producer } from "kafkajs";
 import type {
   CreateTransactionalPublisher,
@@ -31,6 +31,46 @@ const PUBLISH_MS = 10_000;
 const STABLE_MS = 8_000;
 /** For a publish() the grader holds inside beforeSend while it looks at the broker. */
 const HELD_MS = 2 * PUBLISH_MS;
+/**
+ * How long the grader holds a commit or an abort (the EndTxn request) on its way to the broker,
+ * and beforeSend mid-batch: at least HOLD_MIN_MS, and past every one-shot timer of up to
+ * HOLD_MS the learner's process set meanwhile ("commit, or give up after a second"), so a
+ * publish() that stops waiting shows. The host reports its timers (`host.timers()`), so a
+ * correct publisher is held for HOLD_MIN_MS, not for the longest timeout a learner might pick.
+ */
+const HOLD_MIN_MS = 400;
+const HOLD_MS = 20_000;
+/**
+ * beforeSend is held longer: a publisher that cuts a slow batch into transactions by elapsed
+ * time ("commit when the transaction has been open for 2 s") sets no timer the grader could see.
+ */
+const BEFORE_SEND_HOLD_MIN_MS = 2_500;
+/** After the last such timer fired: time for what it set off to reach the wire. */
+const AFTER_TIMER_MS = 150;
+
+/**
+ * Waits from `startedAt` until `done()`, or until `minMs` have passed and no one-shot timer
+ * (of 20 ms to HOLD_MS) that the host did not have in `before` is pending, or HOLD_MS. Returns
+ * how long it held.
+ */
+async function holdPastTimers(host: Host, before: PendingTimer[], startedAt: number, done: () => boolean, minMs = HOLD_MIN_MS): Promise<number> {
+  let sawTimer = false;
+  for (;;) {
+    const elapsed = Date.now() - startedAt;
+    if (done() || elapsed >= HOLD_MS) return elapsed;
+    const pending = newTimers(before, await host.timers().catch(() => []), 20).filter((x) => x.ms <= HOLD_MS);
+    if (pending.length) sawTimer = true;
+    else if (elapsed >= minMs) {
+      if (!sawTimer) return elapsed;
+      sawTimer = false;
+      await new Promise((r) => setTimeout(r, AFTER_TIMER_MS));
+      continue;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+/** Past any chunk size a learner might cut a batch into ("at most 1000 records per transaction"). */
+const HUGE = { min: 1001, max: 1150 };
 /**
  * The learner's client's retries. Short first ones keep back-to-back transactions fast (a new
  * transaction's AddPartitionsToTxn gets CONCURRENT_TRANSACTIONS while the previous commit's
@@ -145,21 +185,46 @@ async function arrangeOnWire(t: T, specs: Parameters<typeof Observer.create>[1] 
 }
 
 /**
- * Holds the first EndTxn (commit or abort, as `committed` says) on the wire while the learner's
- * host turns its event loop: a publish() that settles then did not wait for that request's
- * answer. Returns a probe: whether `settled()` was true while held, and whether the EndTxn came.
+ * Holds the first EndTxn (commit or abort, as `committed` says) on the wire (see holdPastTimers;
+ * less once publish() has settled): a publish() that settles meanwhile did not wait for that
+ * request's answer. `before`: the host's timers before publish() was called. Returns a probe:
+ * whether `settled()` was true while held, whether the EndTxn came, and for how long it was held.
  */
-function holdFirstEndTxn(env: LearnerEnv, committed: boolean, settled: () => boolean): { whileHeld: () => boolean; held: () => boolean } {
+function holdFirstEndTxn(env: LearnerEnv, committed: boolean, before: PendingTimer[], settled: () => boolean): { whileHeld: () => boolean; held: () => boolean; heldFor: () => string } {
   let held = false;
   let early = false;
+  let released = false;
+  let heldMs = -1;
+  let heldAt = 0;
   env.wire.onEndTxn = async (e) => {
     if (held || e.committed !== committed) return;
     held = true;
+    heldAt = Date.now();
+    // Held past any timer the learner's code set (a publish() racing the commit against a timer
+    // resolves meanwhile), and let go at once when publish() settles: that is already the verdict.
+    heldMs = await holdPastTimers(env.host, before, Date.now(), settled);
     await env.host.turns().catch(() => {});
     early = settled();
+    released = true;
   };
-  return { whileHeld: () => early, held: () => held };
+  return { whileHeld: () => early || (held && !released && settled()), held: () => held, heldFor: () => `${heldMs >= 0 ? heldMs : Date.now() - heldAt} ms` };
 }
+
+/**
+ * Fails unless exactly one commit, and no abort, crossed the wire since `from` (a snapshot of
+ * `endTxnCount`): one publish() is one transaction, however long it took.
+ */
+function expectOneCommit(t: T, env: LearnerEnv, from: { commits: number; aborts: number }, what: string): void {
+  const commits = env.wire.ended(true) - from.commits;
+  const aborts = env.wire.ended(false) - from.aborts;
+  if (commits !== 1 || aborts !== 0) {
+    t.fail(
+      `${what} resolved after ${plural(commits, "commit")}${aborts ? ` and ${plural(aborts, "abort")}` : ""} (EndTxn requests) on the kafka client it was given: one publish() is one transaction, committed once after its last message, however long the batch takes. A batch cut into several transactions lets readers see its first part without the rest.`,
+    );
+  }
+}
+
+const endTxnCount = (env: LearnerEnv) => ({ commits: env.wire.ended(true), aborts: env.wire.ended(false) });
 
 /** Polls `cond` for up to `ms`: for a failure message that depends on what came late. */
 async function eventually(cond: () => boolean, ms = 1000): Promise<boolean> {
@@ -362,7 +427,7 @@ export default defineGrader<Submission>({
     {
       name: "committed batches reach read_committed readers: every message once, in order, on the partition its key picks, keys and values intact",
       hint: "Start one transaction per publish(), send every message through it with its key (awaiting each send), then await the commit.",
-      timeoutMs: 30_000,
+      timeoutMs: 50_000,
       async run(t) {
         const { obs, publisher, env } = await arrangeOnWire(t);
         const payments = obs.topics[1]!.name;
@@ -370,13 +435,17 @@ export default defineGrader<Submission>({
         const second = makeBatch(t, obs, t.rng.int(15, 40), "the second batch (payments only)", [payments]);
         // The first batch's commit is held on the wire for a moment: publish() must still be pending then.
         let answeredAtResolve = -1;
+        const before = endTxnCount(env);
+        const timersBefore = await env.host.timers();
         const publishing = track(publisher.publish(first), () => (answeredAtResolve = env.wire.answered(true)));
-        const probe = holdFirstEndTxn(env, true, () => publishing.state.settled);
-        const firstEnd = await settle(PUBLISH_MS, publishing.promise);
-        mustResolve(t, `publish() of a ${first.length}-message batch over three topics`, firstEnd);
+        const probe = holdFirstEndTxn(env, true, timersBefore, () => publishing.state.settled);
+        const firstEnd = await settle(PUBLISH_MS + HOLD_MS, publishing.promise);
         if (probe.whileHeld()) {
-          t.fail(`publish() resolved while the grader held its commit (the EndTxn request) on the way to the broker: it did not wait for the commit. Await transaction.commit() before resolving.`);
+          t.fail(
+            `publish() ${firstEnd.ok === true ? "resolved" : "settled"} while the grader held its commit (the EndTxn request) on the way to the broker (for ${probe.heldFor()}, past every timer your code had set): it did not wait for the commit's answer. Await transaction.commit() before resolving, however long it takes (no timeout of your own).`,
+          );
         }
+        mustResolve(t, `publish() of a ${first.length}-message batch over three topics`, firstEnd, PUBLISH_MS + HOLD_MS);
         if (answeredAtResolve < 1) {
           const late = await eventually(() => env.wire.seen(true) > 0);
           t.fail(
@@ -385,6 +454,8 @@ export default defineGrader<Submission>({
               : `publish() resolved, but no commit (EndTxn) ever went out on the kafka client it was given: build the producer from that client, commit the transaction, and await the commit before resolving.`,
           );
         }
+        expectOneCommit(t, env, before, `publish() of a ${first.length}-message batch over three topics`);
+        const beforeNext = endTxnCount(env);
         const next = await settle(PUBLISH_MS, publisher.publish(second));
         if (next.ok === false) {
           t.fail(
@@ -392,6 +463,7 @@ export default defineGrader<Submission>({
           );
         }
         mustResolve(t, "The second publish()", next);
+        expectOneCommit(t, env, beforeNext, "The second publish()");
         const markers = await expectStable(
           t,
           obs,
@@ -412,15 +484,21 @@ export default defineGrader<Submission>({
     {
       name: "each batch is one transaction of one idempotent producer: every record carries its producer id and the transactional flag, and no commit falls inside a batch",
       hint: "Give kafkajs the transactionalId and idempotent: true, send through the transaction object (never producer.send()), and commit once, after the last message, whatever the batch's size or topics.",
-      timeoutMs: 30_000,
+      timeoutMs: 60_000,
       async run(t) {
         const { obs, publisher } = await arrange(t);
         const orders = obs.topics[0]!.name;
         const batches: Named[] = [
           { name: "the batch over all topics", messages: makeBatch(t, obs, t.rng.int(40, 80), "the batch over all topics") },
           { name: "the batch to orders only", messages: makeBatch(t, obs, t.rng.int(40, 80), "the batch to orders only", [orders]) },
+          // Past any "at most N records per transaction" a learner might pick: a chunk's commit
+          // marker then sits between two of its records on one partition.
+          { name: "the batch of over a thousand messages", messages: makeBatch(t, obs, t.rng.int(HUGE.min, HUGE.max), "the batch of over a thousand messages") },
         ];
-        for (const b of batches) mustResolve(t, `publish() of ${b.name} (${b.messages.length} messages)`, await settle(PUBLISH_MS, publisher.publish(b.messages)));
+        for (const b of batches) {
+          const ms = b.messages.length > 500 ? 4 * PUBLISH_MS : PUBLISH_MS;
+          mustResolve(t, `publish() of ${b.name} (${b.messages.length} messages)`, await settle(ms, publisher.publish(b.messages)), ms);
+        }
         const markers = await expectStable(t, obs, (p) => `publish() resolved, but a transaction is still open on ${p}: a batch was never committed.`);
         const seen = await obs.read(markers, "read_uncommitted");
         expectExactly(t, obs, seen, batches, "A read_uncommitted reader");
@@ -465,15 +543,19 @@ export default defineGrader<Submission>({
     {
       name: "while a batch is being written, read_committed readers see none of it, although its first messages are already on the broker",
       hint: "Each message must be sent (and the send awaited) before beforeSend is called for the next one, and all of them inside one open transaction until the single commit.",
-      timeoutMs: 30_000,
+      timeoutMs: 50_000,
       async run(t) {
         const { obs, publisher, env } = await arrangeOnWire(t);
         const batch = makeBatch(t, obs, t.rng.int(BIG.min, BIG.max), "the batch");
         const last = batch.length - 1;
         const held = hooksFor(batch, { holdAt: last });
+        const before = endTxnCount(env);
+        const timersBefore = await env.host.timers();
+        let heldFor = 0;
         const publishing = settle(HELD_MS, publisher.publish(batch, held.hooks));
         try {
           await waitHeld(t, held, publishing, last, "publish()");
+          const heldAt = Date.now();
           // publish() is now parked in beforeSend for the last message. The send before it was
           // answered before beforeSend was called, so from here on the learner's wire must stay
           // silent: anything written now was sent without waiting for beforeSend.
@@ -511,10 +593,16 @@ export default defineGrader<Submission>({
               `While the ${batch.length}-message batch was still being written (beforeSend held before its last message), read_committed readers could already see ${plural(visible.length, "message")} of it: ${listed(batch, visible)}. They were not inside an open transaction (or a transaction was committed mid-batch). Other services would act on part of a batch.`,
             );
           }
+          // beforeSend stays held past every timer the learner's code set: a publish() that gives up
+          // waiting for it (a timeout of its own) and sends on shows on the wire.
+          heldFor = await holdPastTimers(env.host, timersBefore, heldAt, () => false, BEFORE_SEND_HOLD_MIN_MS);
+          await env.host.turns();
+          expectQuiet();
         } finally {
           held.release.open();
         }
         mustResolve(t, "publish() (after beforeSend for the last message returned)", await publishing, HELD_MS);
+        expectOneCommit(t, env, before, `publish() of the ${batch.length}-message batch (held ${heldFor} ms in beforeSend before its last message)`);
         const markers = await expectStable(t, obs, (p) => `publish() resolved, but a transaction is still open on ${p}: the batch was never committed.`);
         expectExactly(t, obs, await obs.read(markers, "read_committed"), [{ name: "the batch", messages: batch }], "After publish() resolved, a read_committed reader");
       },
@@ -553,22 +641,30 @@ export default defineGrader<Submission>({
     {
       name: "after an aborted batch, the same publisher publishes the next batch right away, and only that one becomes visible",
       hint: "Let the abort finish (await it) before publish() rejects, so the producer is ready for the next transaction.",
-      timeoutMs: 30_000,
+      timeoutMs: 50_000,
       async run(t) {
         const { obs, publisher, env } = await arrangeOnWire(t);
         const shipments = obs.topics[2]!.name;
-        const failed = [makeBatch(t, obs, t.rng.int(10, 30), "the first failed batch"), makeBatch(t, obs, t.rng.int(10, 30), "the second failed batch", [shipments])];
+        // The third fails at its very first message, before anything was sent: a transaction
+        // begun must still be ended (kafkajs sends no EndTxn for it), or the next one cannot start.
+        const failed = [
+          makeBatch(t, obs, t.rng.int(10, 30), "the first failed batch"),
+          makeBatch(t, obs, t.rng.int(10, 30), "the second failed batch", [shipments]),
+          makeBatch(t, obs, t.rng.int(10, 30), "the third failed batch"),
+        ];
+        const ordinal = ["first", "second", "third"];
         const next = makeBatch(t, obs, t.rng.int(10, 30), "the next batch");
         for (const [k, batch] of failed.entries()) {
-          const failAt = t.rng.int(2, batch.length - 1);
+          const failAt = k === 2 ? 0 : t.rng.int(2, batch.length - 1);
           const failing = hooksFor(batch, { failAt });
           const what = k === 0 ? "publish()" : "The publish() right after a failed one, failing too,";
           // The first failed batch's abort is held on the wire for a moment: publish() must still be pending then.
           let abortsAtReject = -1;
+          const timersBefore = k === 0 ? await env.host.timers() : [];
           const publishing = track(publisher.publish(batch, failing.hooks), () => (abortsAtReject = env.wire.answered(false)));
-          const probe = k === 0 ? holdFirstEndTxn(env, false, () => publishing.state.settled) : null;
-          const r = await settle(PUBLISH_MS, publishing.promise);
-          if (r.ok === "timeout") t.fail(`${what} did not settle within ${PUBLISH_MS} ms after beforeSend threw at message #${failAt}.`);
+          const probe = k === 0 ? holdFirstEndTxn(env, false, timersBefore, () => publishing.state.settled) : null;
+          const r = await settle(PUBLISH_MS + (probe ? HOLD_MS : 0), publishing.promise);
+          if (r.ok === "timeout") t.fail(`${what} did not settle within ${PUBLISH_MS + (probe ? HOLD_MS : 0)} ms after beforeSend threw at message #${failAt}.`);
           if (r.ok === true) t.fail(`${what} resolved although beforeSend threw at message #${failAt}. Abort and rethrow the error.`);
           if (r.ok === false && k > 0 && failing.calls.length === 0) {
             t.fail(
@@ -577,9 +673,11 @@ export default defineGrader<Submission>({
           }
           expectCalledUpTo(t, failing, failAt, r);
           if (probe?.whileHeld()) {
-            t.fail(`publish() rejected while the grader held its abort (the EndTxn request) on the way to the broker: it did not wait for the abort, so the next publish() races it. Await transaction.abort() before rethrowing.`);
+            t.fail(
+              `publish() ${r.ok === true ? "resolved" : "rejected"} while the grader held its abort (the EndTxn request) on the way to the broker (for ${probe!.heldFor()}, past every timer your code had set): it did not wait for the abort's answer, so the next publish() races it. Await transaction.abort() before rethrowing, however long it takes (no timeout of your own).`,
+            );
           }
-          if (abortsAtReject < k + 1) {
+          if (failAt > 0 && abortsAtReject < k + 1) {
             const late = await eventually(() => env.wire.seen(false) >= k + 1);
             t.fail(
               late
@@ -589,10 +687,10 @@ export default defineGrader<Submission>({
           }
         }
         const second = await settle(PUBLISH_MS, publisher.publish(next));
-        if (second.ok === "timeout") t.fail(`The publish() right after two failed ones did not settle within ${PUBLISH_MS} ms.`);
+        if (second.ok === "timeout") t.fail(`The publish() right after three failed ones did not settle within ${PUBLISH_MS} ms.`);
         if (second.ok === false) {
           t.fail(
-            `The publish() right after two failed ones rejected: ${errorText(second.error)}. An aborted batch must leave the publisher ready for the next one (await the abort; do not leave the transaction open).`,
+            `The publish() right after three failed ones (the last failing at its first message, before anything was sent) rejected: ${errorText(second.error)}. A failed batch must leave the publisher ready for the next one: abort its transaction (even when nothing was sent yet) and await the abort; do not leave the transaction open.`,
           );
         }
         const markers = await expectStable(t, obs, (p) => `After the last publish() resolved, a transaction is still open on ${p}: one of the batches was neither committed nor aborted.`);
@@ -601,7 +699,7 @@ export default defineGrader<Submission>({
           const leaked = of(committed, batch);
           if (leaked.length) {
             t.fail(
-              `A read_committed reader sees ${plural(leaked.length, "message")} of the ${k === 0 ? "first" : "second"} failed batch after the next batch was published: ${listed(batch, leaked)}. The failed batch was committed (maybe together with the next one) instead of aborted.`,
+              `A read_committed reader sees ${plural(leaked.length, "message")} of the ${ordinal[k]} failed batch after the next batch was published: ${listed(batch, leaked)}. The failed batch was committed (maybe together with the next one) instead of aborted.`,
             );
           }
         }
@@ -659,6 +757,7 @@ export default defineGrader<Submission>({
         const aAgain = batch(2, 4, "publisher A's batch after being fenced");
         const bSecond = batch(2, 6, "publisher B's second batch");
         const bFenced = batch(2, 4, "publisher B's batch after the grader's producer took the id");
+        const cFirst = batch(2, 4, "publisher C's batch (process 2, after B was fenced)");
         const holdAt = t.rng.int(1, zombie.messages.length - 1);
         const idText = JSON.stringify(transactionalId);
 
@@ -690,13 +789,23 @@ export default defineGrader<Submission>({
         const bFencedEnd = await settle(PUBLISH_MS, b.publish(bFenced.messages));
         if (bFencedEnd.ok === "timeout") t.fail(`Publisher B's publish() after the grader's producer registered the same transactional id did not settle within ${PUBLISH_MS} ms: it must reject.`);
 
+        // A new publisher with the same id in process 2 (a component restarted in place) takes
+        // the id over in turn: it registers a producer of its own and publishes.
+        const c = await newPublisher(t, envB, transactionalId, "createTransactionalPublisher() for publisher C (process 2 again, after B was fenced)");
+        const cEnd = await settle(PUBLISH_MS, c.publish(cFirst.messages));
+        if (cEnd.ok !== true) {
+          t.fail(
+            `Publisher C, created in process 2 with the same transactional id after publisher B (in that process) had been fenced, could not publish: ${cEnd.ok === false ? `it rejected: ${errorText(cEnd.error)}` : `it did not settle within ${PUBLISH_MS} ms`}. Each createTransactionalPublisher() call must build and register a producer of its own (a cached producer per id, fenced, is dead for good).`,
+          );
+        }
+
         const { committed, onBroker } = await readBoth(t, obs, (p) => `After all publishers were done, a transaction was still open on ${p}.`);
         const ids = (b: Named) => producerIds(of(onBroker, b.messages)).join(", ") || "none";
         const [aId, bId, gId] = [ids(aFirst), ids(bFirst), ids({ name: "", messages: [gMessage] })];
         const distinct = `(the broker gives each transactional id one producer id: A's records carry ${aId}, B's ${bId}, the grader's producer's ${gId}). Use exactly the transactional id you are given: derive nothing from the process id, a random value or the time.`;
 
         // The wire says which id each publisher registered and committed under.
-        for (const [who, env] of [["Publisher A (process 1)", envA], ["Publisher B (process 2)", envB]] as const) {
+        for (const [who, env] of [["Publisher A (process 1)", envA], ["Publisher B or C (process 2)", envB]] as const) {
           const other = [...env.wire.ids].filter((id) => id !== transactionalId);
           if (other.length) {
             t.fail(
@@ -730,7 +839,7 @@ export default defineGrader<Submission>({
           const leaked = of(committed, b.messages);
           if (leaked.length) t.fail(`A read_committed reader sees ${plural(leaked.length, "message")} of ${b.name}: a fenced producer's writes must never become visible.`);
         }
-        expectExactly(t, obs, committed, [aFirst, bFirst, bSecond, { name: "the grader's producer's record", messages: [gMessage] }], "After the fencing, a read_committed reader");
+        expectExactly(t, obs, committed, [aFirst, bFirst, bSecond, { name: "the grader's producer's record", messages: [gMessage] }, cFirst], "After the fencing, a read_committed reader");
         if (aId !== bId || bId !== gId) t.fail(`Publishers A and B, both given transactional id ${idText}, did not register it as given ${distinct}`);
       },
     },

@@ -1,4 +1,4 @@
-import { HostGone, defineGrader, describeValue, isConfirm } from "../../../src/kit/index.ts";
+import { HostGone, defineGrader, describeValue, isConfirm, newTimers, type AmqpFrame } from "../../../src/kit/index.ts";
 import type { OutboxRelaySubmission } from "../../../src/contracts/outbox-relay.ts";
 import {
   REACT_MS,
@@ -14,6 +14,7 @@ import {
   makeRows,
   ordinal,
   sleep,
+  type Publish,
   type RunningRelay,
   type Seeded,
   type Settings,
@@ -26,6 +27,11 @@ import {
  * second or two included).
  */
 const HOLD_MS = 3000;
+/** The longest the grader holds them, to outlast a real-time timer the relay set meanwhile. */
+const MAX_HOLD_MS = 14000;
+
+/** A basic.nack from the broker. */
+const isNack = (f: AmqpFrame) => f.type === 1 && f.classId === 60 && f.methodId === 120;
 
 function settingsText(s: Settings): string {
   return `batchSize ${s.batchSize}, pollIntervalMs ${s.pollIntervalMs}, baseDelayMs ${s.baseDelayMs}, maxDelayMs ${s.maxDelayMs}`;
@@ -315,7 +321,7 @@ export default defineGrader<OutboxRelaySubmission>({
     {
       name: "a row is marked processed only after the broker's confirm for it reached the relay, however long the confirm takes",
       hint: "Publish on a confirm channel and mark the row in the publish callback (or after waitForConfirms) once it has succeeded: never right after publish(). A confirm has no timeout: keep waiting, don't publish the row again, don't start another pass.",
-      timeoutMs: 15000,
+      timeoutMs: 30000,
       async run(t: T) {
         const s = drawSettings(t.rng);
         const w = await World.create(t, s);
@@ -323,9 +329,12 @@ export default defineGrader<OutboxRelaySubmission>({
         await w.insert(rows);
         w.proxy.hold("toClient", isConfirm);
         w.tracker.holding = true;
-        const ctx = `With ${rows.length} pending rows (${settingsText(s)}), the grader held the broker's confirms for ${HOLD_MS / 1000} s of real time while the clock ran on:`;
+        const ctx = `With ${rows.length} pending rows (${settingsText(s)}), the grader held the broker's confirms for ${HOLD_MS / 1000} s of real time (longer while a real-time timer of your relay was pending) while the clock ran on:`;
         noSleepWhilePending(w, ctx);
-        await w.start(await t.learnerHost());
+        const host = await t.learnerHost();
+        // Timers already there before the relay started are not the relay's.
+        const timersBefore = await host.timers();
+        await w.start(host);
         await w.relayOf(w.relays[0]!);
         await w.until(
           () => w.tracker.publishes.length > 0,
@@ -333,10 +342,26 @@ export default defineGrader<OutboxRelaySubmission>({
         );
         // Time passes while the confirms are held: far beyond any backoff, and every sleep the
         // relay asks for ends (a relay that polls again meanwhile publishes its rows twice).
-        const until = Date.now() + HOLD_MS;
+        // A real-time timer the relay set while waiting (a confirm timeout that gives up, or one
+        // that treats the silence as success) is watched out: the hold lasts past it.
+        const start = Date.now();
+        let until = start + HOLD_MS;
+        let nextLook = 0;
         await w.clock.advance(50 * s.maxDelayMs + 10 * s.pollIntervalMs);
         while (Date.now() < until && w.problems.length === 0) {
           for (const r of w.clock.open()) await w.clock.advance(Math.max(0, r.until - w.clock.now()));
+          if (Date.now() >= nextLook) {
+            nextLook = Date.now() + 200;
+            const timers = newTimers(timersBefore, await host.timers());
+            const long = timers.find((x) => x.ms > MAX_HOLD_MS - HOLD_MS);
+            if (long) {
+              t.fail(
+                `${ctx} while the confirm was pending, your relay had a real-time timer of ${long.ms} ms pending (${long.callback || "a callback"}). ` +
+                  `Waiting for a confirm has no timeout of its own, and every wait goes through the clock: never setTimeout.`,
+              );
+            }
+            for (const x of timers) until = Math.min(start + MAX_HOLD_MS, Math.max(until, Date.now() + x.ms + 500));
+          }
           await sleep(20);
         }
         w.failOnProblem();
@@ -376,13 +401,45 @@ export default defineGrader<OutboxRelaySubmission>({
         const nacks = t.rng.int(2, 4);
         const retries = new Map<string, number>();
         const ctx = () => `With ${rows.length} pending rows (${settingsText(s)}) and a broker that nacked every publish of row ${describeValue(head.id)} (the ${ordinal(contractOrder(rows).indexOf(head) + 1)} oldest) ${nacks} times:`;
-        await w.start(await t.learnerHost());
+        const host = await t.learnerHost();
+        // Each nack waits at the proxy until the relay has published all it publishes without
+        // hearing of it (a relay that publishes the whole pass at once has sent the rows behind by
+        // then); once the nack has reached the relay, nothing more may go out before its backoff.
+        let heard: { publishes: number; sleeps: number; nack: Publish | undefined } | null = null;
+        let gateDone = false;
+        const gate = w.proxy.stopAt("toClient", isNack);
+        const settle = async (f: AmqpFrame) => {
+          for (let n = -1; n !== w.tracker.publishes.length && !gateDone; ) {
+            n = w.tracker.publishes.length;
+            await host.turns().catch(() => {});
+            await sleep(100);
+          }
+          if (gateDone) return;
+          const nacked = [...w.tracker.publishes].reverse().find((p) => p.confirm?.how === "nack");
+          heard = { publishes: w.tracker.publishes.length, sleeps: w.clock.requests.length, nack: nacked };
+          gate.moveTo((g) => isNack(g) && g !== f);
+        };
+        gate.onStop((f) => void settle(f));
+        w.tracker.onChange(() => {
+          if (!heard || w.tracker.publishes.length <= heard.publishes) return;
+          const h = heard;
+          heard = null;
+          if (w.clock.requests.length > h.sleeps) return;
+          const p = w.tracker.publishes[h.publishes]!;
+          w.problem(
+            `${ctx()} After the broker's nack of row ${describeValue(h.nack?.messageId)} had reached your relay, it published row ${describeValue(p.messageId)} before asking the clock for its backoff sleep: ` +
+              `a failure ends the pass at once. Publish nothing more of it; the rows behind the failed one wait until it has gone through (published after it, they reach consumers ahead of it).`,
+          );
+        });
+        await w.start(host);
         await w.relayOf(w.relays[0]!);
         await playFailures(w, nacks, retries, ctx, 0, {
           beforeLast: async () => {
             await w.gch.unbindQueue(refuse, w.exchange, head.event_type);
           },
         });
+        gateDone = true;
+        gate.open();
         const mayRepeat = new Set(inFlight(w));
         mayRepeat.add(head.id);
         await waitIdle(w, `${ctx()} Then the broker took the messages again.`);

@@ -1,0 +1,52 @@
+// Mutant: aborts only when a message was already sent, so a batch that fails at its first message leaves its transaction open and the next publish() cannot begin one
+// @targets after an aborted batch, the same publisher publishes the next batch right away, and only that one becomes visible
+import type { Kafka } from "kafkajs";
+import type { OutgoingMessage, PublishHooks, TransactionalPublisher } from "msglab/contracts/transactional-producer";
+
+/**
+ * A publisher that writes each batch as one Kafka transaction: every message of the batch
+ * becomes visible to `read_committed` readers at the same moment, or none ever does.
+ */
+export async function createTransactionalPublisher(kafka: Kafka, transactionalId: string): Promise<TransactionalPublisher> {
+  // The transactional id is the producer's identity across restarts: reusing it is what lets
+  // the broker fence an older instance (a zombie) still running somewhere. Never randomise it.
+  // kafkajs makes transactional sends idempotent (producer id, epoch, sequence numbers) and
+  // requires acks = all for them; one request in flight keeps the sequence numbers in order.
+  const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+
+  return {
+    async publish(messages: OutgoingMessage[], hooks: PublishHooks = {}): Promise<void> {
+      // The first transaction() registers the transactional id with the coordinator and gets
+      // an epoch; that bumps the epoch and fences any older producer with the same id.
+      const transaction = await producer.transaction();
+      let sent = 0;
+      try {
+        for (const [index, message] of messages.entries()) {
+          await hooks.beforeSend?.(message, index);
+          sent++;
+          await transaction.send({
+            topic: message.topic,
+            messages: [{ key: message.key, value: message.value }],
+          });
+        }
+      } catch (error) {
+        // Some messages may already be on the broker: the abort marker is what hides them
+        // from read_committed readers. Never commit after an error.
+        try {
+          // Nothing sent, nothing to roll back.
+          if (sent > 0) await transaction.abort();
+        } catch {
+          // A fenced producer cannot abort either (the broker already aborted its transaction
+          // when the new producer took over); the original error is the one to report.
+        }
+        throw error;
+      }
+      await transaction.commit();
+    },
+
+    async close(): Promise<void> {
+      await producer.disconnect();
+    },
+  };
+}
