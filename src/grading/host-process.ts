@@ -4,10 +4,11 @@
  * learner's code did; nothing it says is a verdict.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { LineReader, Peer, type Msg, type Target } from "../host/wire.ts";
+import { processTree } from "./proc-tree.ts";
 import { hostCommand, type SandboxMode } from "./sandbox.ts";
 
 export interface HostSpec {
@@ -56,41 +57,20 @@ const WATCH_MS = 50;
 
 /** Every process under `pid`, deepest first (Linux; elsewhere the host has no children). */
 function descendants(pid: number): number[] {
-  const out: number[] = [];
-  const visit = (p: number, depth: number) => {
-    if (depth > 8) return;
-    try {
-      for (const t of readdirSync(`/proc/${p}/task`)) {
-        const kids = readFileSync(`/proc/${p}/task/${t}/children`, "utf8").trim();
-        for (const k of kids ? kids.split(/\s+/) : []) {
-          visit(Number(k), depth + 1);
-          out.push(Number(k));
-        }
-      }
-    } catch {
-      // gone, or no /proc
-    }
-  };
-  visit(pid, 0);
-  return out;
+  return (processTree(pid) ?? []).slice(1).reverse();
 }
 
+/** The resident memory of `pid` and everything under it. */
 function rssKb(pid: number): number {
   let total = 0;
-  const visit = (p: number, depth: number) => {
-    if (depth > 8) return;
+  for (const p of processTree(pid) ?? []) {
     try {
       const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
       if (m) total += Number(m[1]);
-      for (const t of readdirSync(`/proc/${p}/task`)) {
-        const kids = readFileSync(`/proc/${p}/task/${t}/children`, "utf8").trim();
-        for (const k of kids ? kids.split(/\s+/) : []) visit(Number(k), depth + 1);
-      }
     } catch {
       // Gone meanwhile.
     }
-  };
-  visit(pid, 0);
+  }
   return total;
 }
 

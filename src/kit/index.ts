@@ -46,3 +46,4 @@ export { WirePublishes, type WirePublish, type ConfirmSeen } from "./amqp-publis
 export { decodeFieldTable, decodeMessageHeaders, type FieldTable } from "./amqp-table.ts";
 export { Pulse } from "./pulse.ts";
 export { newTimers, type PendingTimer } from "./timers.ts";
+export { processTree } from "../grading/proc-tree.ts";

@@ -5,10 +5,10 @@
  * the learner's store in its host and put what they saw into words.
  */
 import Database from "better-sqlite3";
-import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { readdirSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
-import { CheckFailure, HostGone, describeValue } from "../../../src/kit/index.ts";
+import { CheckFailure, HostGone, describeValue, processTree } from "../../../src/kit/index.ts";
 import type { CheckContext, Host, Rng } from "../../../src/kit/index.ts";
 import type { Aggregate, CreateEventStore, EventStore, NewEvent, RecordedEvent } from "../../../src/contracts/event-store-snapshots.ts";
 
@@ -576,32 +576,6 @@ export function transitionText(s: Stream): string {
 
 // ---------------------------------------------------------------------------------------------
 // close(): what the operating system says the learner's process still has open.
-
-/** `pid` and every process under it (the sandbox's bwrap, then node), or null without a readable /proc. */
-function processTree(pid: number): number[] | null {
-  const out: number[] = [];
-  const visit = (p: number, depth: number): boolean => {
-    if (depth > 8) return true;
-    let tasks: string[];
-    try {
-      tasks = readdirSync(`/proc/${p}/task`);
-    } catch {
-      return depth > 0; // a child gone meanwhile is fine; the host itself unreadable is not
-    }
-    out.push(p);
-    for (const task of tasks) {
-      let kids = "";
-      try {
-        kids = readFileSync(`/proc/${p}/task/${task}/children`, "utf8").trim();
-      } catch {
-        // gone meanwhile
-      }
-      for (const k of kids ? kids.split(/\s+/) : []) visit(Number(k), depth + 1);
-    }
-    return true;
-  };
-  return visit(pid, 0) ? out : null;
-}
 
 /**
  * The database file (or its -wal, -shm, -journal) as file descriptors still open in the host's
