@@ -20,7 +20,9 @@ export interface PendingTimer {
   callback: string;
 }
 
-interface Entry extends PendingTimer {
+interface Entry extends Omit<PendingTimer, "callback"> {
+  /** The callback's source, read only when a grader asks (timers are made on hot paths). */
+  callback: () => string;
   pending: () => boolean;
 }
 
@@ -61,7 +63,7 @@ export function watchTimers(): void {
   function wrap(real: typeof setTimeout, kind: "timeout" | "interval"): typeof setTimeout {
     const wrapped = function (this: unknown, fn: unknown, ms?: unknown, ...args: unknown[]) {
       const t = Reflect.apply(real, this, [fn, ms, ...args]) as unknown;
-      const e: Entry = { kind, ms: delayOf(ms), callback: sourceOf(fn), pending: () => !isDestroyed(t) };
+      const e: Entry = { kind, ms: delayOf(ms), callback: () => sourceOf(fn), pending: () => !isDestroyed(t) };
       remember(e);
       return t;
     } as unknown as typeof setTimeout;
@@ -79,7 +81,7 @@ export function watchTimers(): void {
   promises.setTimeout = function (this: unknown, ms?: number, ...rest: unknown[]) {
     let settled = false;
     const p = Reflect.apply(realPromiseTimeout, this, [ms, ...rest]) as Promise<unknown>;
-    remember({ kind: "promise", ms: delayOf(ms), callback: "await setTimeout(…) from node:timers/promises", pending: () => !settled });
+    remember({ kind: "promise", ms: delayOf(ms), callback: () => "await setTimeout(…) from node:timers/promises", pending: () => !settled });
     p.then(
       () => (settled = true),
       () => (settled = true),
@@ -98,7 +100,7 @@ export function pendingTimers(): PendingTimer[] {
       entries.delete(e);
       continue;
     }
-    out.push({ kind: e.kind, ms: e.ms, callback: e.callback });
+    out.push({ kind: e.kind, ms: e.ms, callback: e.callback() });
   }
   return out.sort((a, b) => b.ms - a.ms);
 }
